@@ -1,0 +1,106 @@
+"""The journal: executions and their append-only events.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-12-03
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0001"
+down_revision: str | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# SQLite keeps times as epoch seconds (REAL): cheap to write and to compare on
+# the hot path. PostgreSQL keeps them as timestamptz, set from the server's
+# clock so that leases compare on one clock across hosts.
+TIME = sa.DateTime(timezone=True).with_variant(sa.Float(), "sqlite")
+SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+EVENT_KINDS = (
+    "execution_started",
+    "execution_resumed",
+    "step_completed",
+    "step_retried",
+    "step_failed",
+    "execution_completed",
+    "execution_failed",
+)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "executions",
+        sa.Column("id", sa.Text(), primary_key=True),
+        sa.Column("workflow", sa.Text(), nullable=False),
+        sa.Column("status", sa.Text(), nullable=False),
+        sa.Column("input", sa.Text(), nullable=False),
+        sa.Column("output", sa.Text(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("owner", sa.Text(), nullable=True),
+        sa.Column("lease_expires_at", TIME, nullable=True),
+        sa.Column("created_at", TIME, nullable=False),
+        sa.Column("updated_at", TIME, nullable=False),
+        sa.Column("completed_at", TIME, nullable=True),
+        sa.CheckConstraint(
+            "status IN ('running', 'completed', 'failed')",
+            name="ck_executions_status",
+        ),
+    )
+    op.create_index(
+        "ix_executions_status_lease", "executions", ["status", "lease_expires_at"]
+    )
+    op.create_index("ix_executions_workflow", "executions", ["workflow"])
+
+    op.create_table(
+        "events",
+        sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+        sa.Column(
+            "execution_id",
+            sa.Text(),
+            sa.ForeignKey("executions.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=True),
+        sa.Column("step", sa.Text(), nullable=True),
+        sa.Column("attempt", sa.Integer(), nullable=True),
+        sa.Column("args_hash", sa.Text(), nullable=True),
+        sa.Column("payload", sa.Text(), nullable=True),
+        sa.Column("started_at", TIME, nullable=True),
+        sa.Column("at", TIME, nullable=False),
+        sa.CheckConstraint(
+            "kind IN (" + ", ".join(f"'{k}'" for k in EVENT_KINDS) + ")",
+            name="ck_events_kind",
+        ),
+    )
+    op.create_index("ix_events_execution", "events", ["execution_id", "seq"])
+    # The database, not only the code, holds each position to one checkpoint
+    # and each execution to one terminal event.
+    checkpoint = sa.text("kind = 'step_completed'")
+    op.create_index(
+        "uq_events_checkpoint",
+        "events",
+        ["execution_id", "position"],
+        unique=True,
+        sqlite_where=checkpoint,
+        postgresql_where=checkpoint,
+    )
+    terminal = sa.text("kind IN ('execution_completed', 'execution_failed')")
+    op.create_index(
+        "uq_events_terminal",
+        "events",
+        ["execution_id"],
+        unique=True,
+        sqlite_where=terminal,
+        postgresql_where=terminal,
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("events")
+    op.drop_table("executions")

@@ -1,0 +1,94 @@
+"""Crash points: one named hook at each durability boundary of the runtime.
+
+The hooks are inert unless a harness arms them with ``armed(hook)``; an armed
+hook is called with a ``CrashSite`` at each boundary and may raise
+``SimulatedCrash`` (an in-process crash) or stop the process (kill mode). The
+phases are the crash model of the design:
+
+``before``           the step is entered, its body has not started
+``after_effect``     the body returned (side effects done), nothing committed
+``after_commit``     the checkpoint is committed, the caller has no result yet
+``before_complete``  every step is done, the execution is not marked complete
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+__all__ = [
+    "CrashHook",
+    "CrashPhase",
+    "CrashSite",
+    "SimulatedCrash",
+    "active_hook",
+    "armed",
+]
+
+
+class CrashPhase(enum.StrEnum):
+    BEFORE = "before"
+    AFTER_EFFECT = "after_effect"
+    AFTER_COMMIT = "after_commit"
+    BEFORE_COMPLETE = "before_complete"
+
+
+STEP_PHASES = (CrashPhase.BEFORE, CrashPhase.AFTER_EFFECT, CrashPhase.AFTER_COMMIT)
+
+
+@dataclass(frozen=True, slots=True)
+class CrashSite:
+    """Where a run stands when a hook is called.
+
+    ``step`` and ``occurrence`` (1 for the first call of that step name in the
+    execution) are None at ``before_complete``.
+    """
+
+    phase: CrashPhase
+    execution_id: str
+    step: str | None = None
+    occurrence: int | None = None
+    position: int | None = None
+    attempt: int | None = None
+
+    @property
+    def point(self) -> str:
+        """The crash point as the harness writes it: ``name#k@phase``."""
+        if self.step is None:
+            return f"@{self.phase.value}"
+        return f"{self.step}#{self.occurrence}@{self.phase.value}"
+
+
+class SimulatedCrash(BaseException):
+    """An in-process crash injected at a crash point.
+
+    It derives from BaseException so that ``except Exception`` in user code
+    cannot swallow it, and the runtime never records it as a failure: to the
+    journal it looks exactly like the process dying at that instant.
+    """
+
+    def __init__(self, site: CrashSite) -> None:
+        super().__init__(f"simulated crash at {site.point} of {site.execution_id}")
+        self.site = site
+
+
+CrashHook = Callable[[CrashSite], None]
+
+_hook: ContextVar[CrashHook | None] = ContextVar("waypoint_crash_hook", default=None)
+
+
+def active_hook() -> CrashHook | None:
+    return _hook.get()
+
+
+@contextmanager
+def armed(hook: CrashHook) -> Iterator[None]:
+    """Arm ``hook`` for runs started in this context (tasks inherit it)."""
+    token = _hook.set(hook)
+    try:
+        yield
+    finally:
+        _hook.reset(token)

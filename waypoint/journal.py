@@ -1,0 +1,177 @@
+"""What the journal holds: executions, their events, and recorded checkpoints.
+
+These are plain values handed between the runtime and the stores. Payloads
+stay JSON text here; only the runtime, which knows the annotations, rebuilds
+typed values from them.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "TERMINAL_EVENTS",
+    "Checkpoint",
+    "Claim",
+    "Event",
+    "EventKind",
+    "Execution",
+    "ExecutionStatus",
+    "StepFailure",
+    "utc_from_timestamp",
+]
+
+
+class ExecutionStatus(enum.StrEnum):
+    """The lifecycle of an execution; only RUNNING can change."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self is not ExecutionStatus.RUNNING
+
+
+class EventKind(enum.StrEnum):
+    """The kinds of journal event, in the order a run usually writes them."""
+
+    EXECUTION_STARTED = "execution_started"
+    EXECUTION_RESUMED = "execution_resumed"
+    STEP_STARTED = "step_started"
+    STEP_COMPLETED = "step_completed"
+    STEP_RETRIED = "step_retried"
+    STEP_FAILED = "step_failed"
+    EXECUTION_COMPLETED = "execution_completed"
+    EXECUTION_FAILED = "execution_failed"
+
+
+TERMINAL_EVENTS = frozenset(
+    {EventKind.EXECUTION_COMPLETED, EventKind.EXECUTION_FAILED}
+)
+
+
+def utc_from_timestamp(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A completed step: the one row that makes it never run again.
+
+    ``started_at`` and ``completed_at`` are epoch seconds; the step's start is
+    written in the same transaction as its result, so that recording a step
+    costs one transaction.
+    """
+
+    position: int
+    step: str
+    args_hash: str
+    attempt: int
+    result: str
+    started_at: float
+    completed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailure:
+    """A failed attempt of a step; ``final`` when no retry follows."""
+
+    position: int
+    step: str
+    args_hash: str
+    attempt: int
+    error: str
+    final: bool
+    retry_in: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """One run of a workflow, as the store records it.
+
+    ``input``, ``output`` and ``error`` are decoded JSON, not typed values:
+    ``Waypoint.run`` and ``resume`` rebuild the typed output.
+    """
+
+    execution_id: str
+    workflow: str
+    status: ExecutionStatus
+    input: Any
+    output: Any
+    error: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    owner: str | None
+    lease_expires_at: datetime | None
+
+    @classmethod
+    def from_row(
+        cls,
+        *,
+        execution_id: str,
+        workflow: str,
+        status: str,
+        input: str,
+        output: str | None,
+        error: str | None,
+        created_at: datetime,
+        updated_at: datetime,
+        completed_at: datetime | None,
+        owner: str | None,
+        lease_expires_at: datetime | None,
+    ) -> Execution:
+        return cls(
+            execution_id=execution_id,
+            workflow=workflow,
+            status=ExecutionStatus(status),
+            input=json.loads(input),
+            output=None if output is None else json.loads(output),
+            error=None if error is None else json.loads(error),
+            created_at=created_at,
+            updated_at=updated_at,
+            completed_at=completed_at,
+            owner=owner,
+            lease_expires_at=lease_expires_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the journal, as ``Waypoint.history`` returns it."""
+
+    seq: int
+    execution_id: str
+    kind: EventKind
+    at: datetime
+    position: int | None = None
+    step: str | None = None
+    attempt: int | None = None
+    payload: Any = None
+
+    def describe(self) -> str:
+        """One line a person can read, for logs and reports."""
+        where = "" if self.position is None else f" #{self.position} {self.step}"
+        attempt = "" if self.attempt is None else f" (attempt {self.attempt})"
+        return f"{self.at.isoformat()} {self.kind.value}{where}{attempt}"
+
+
+@dataclass(slots=True)
+class Claim:
+    """What a runner learns when it asks to run an execution.
+
+    ``claimed`` is False when the execution is terminal (nothing to run) or
+    when a live runner, ``holder``, owns it.
+    """
+
+    execution: Execution
+    claimed: bool
+    holder: str | None = None
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    failures: list[StepFailure] = field(default_factory=list)

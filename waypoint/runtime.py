@@ -1,0 +1,777 @@
+"""The runtime: drives workflows, records steps, replays them after a crash.
+
+The order of operations is the durability argument. A step's result is
+committed to the journal *before* the step returns it to the workflow, so a
+crash at any instant leaves each step either recorded (it will never run
+again) or not (it will run again, with the same idempotency key). Nothing a
+step returns can be acted upon by the workflow before it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from waypoint.context import StepContext
+from waypoint.context import _current as _current_step
+from waypoint.decorators import (
+    StepDef,
+    WorkflowDef,
+    _current_run,
+    workflow_definition,
+)
+from waypoint.errors import (
+    ConfigurationError,
+    ExecutionBusy,
+    NonDeterminismError,
+    SerializationError,
+    StepFailed,
+    WaypointError,
+)
+from waypoint.hooks import CrashPhase, CrashSite, active_hook
+from waypoint.ids import new_execution_id
+from waypoint.journal import (
+    Checkpoint,
+    Claim,
+    Event,
+    Execution,
+    ExecutionStatus,
+    StepFailure,
+)
+from waypoint.serialization import (
+    arguments_hash,
+    decode_arguments,
+    encode_arguments,
+    encode_error,
+    rebuild_error,
+    type_name,
+)
+from waypoint.stores import open_store
+from waypoint.stores.base import Store
+
+__all__ = ["Waypoint"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How long a lease lasts without renewal. Long enough that a busy event loop
+#: never loses it by accident; a runner on another host takes over a dead
+#: runner's executions after at most this long.
+DEFAULT_LEASE_SECONDS = 30.0
+
+#: Executions ``recover()`` takes in one call unless told otherwise.
+DEFAULT_RECOVER_LIMIT = 100
+
+#: Errors that a code fix can mend: they leave the execution running (not
+#: failed) so that it can be resumed once the code is fixed.
+_UNRECORDED = (NonDeterminismError, SerializationError, ExecutionBusy)
+
+
+class RuntimeState(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+def _owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _owner_is_dead_here(owner: str) -> bool:
+    """True when ``owner`` is a runner on this host whose process is gone.
+
+    Lets a restarted process resume its own crashed executions at once rather
+    than wait out their leases. A process that was killed but not yet reaped
+    still counts as alive until its parent waits for it.
+    """
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class _Run:
+    """The state of one execution being driven by this runtime."""
+
+    __slots__ = (
+        "attempted",
+        "checkpoints",
+        "crash",
+        "execution_id",
+        "failures",
+        "final_failures",
+        "next_position",
+        "occurrences",
+        "runtime",
+    )
+
+    def __init__(self, runtime: Waypoint, execution_id: str, claim: Claim | None):
+        self.runtime = runtime
+        self.execution_id = execution_id
+        self.next_position = 0
+        self.occurrences: dict[str, int] = {}
+        self.attempted: dict[int, tuple[str, str]] = {}
+        self.checkpoints: dict[int, Checkpoint] = {}
+        self.failures: dict[int, int] = {}
+        self.final_failures: dict[int, StepFailure] = {}
+        self.crash: BaseException | None = None
+        if claim is not None:
+            self.checkpoints = {cp.position: cp for cp in claim.checkpoints}
+            for failure in claim.failures:
+                if failure.final:
+                    self.final_failures[failure.position] = failure
+                else:
+                    self.failures[failure.position] = max(
+                        failure.attempt, self.failures.get(failure.position, 0)
+                    )
+
+    def start_step(
+        self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Coroutine[Any, Any, Any]:
+        """Reserve the next position for a call of ``step``; return its run.
+
+        Called synchronously when the step is called, before its coroutine
+        first runs, which is what makes positions follow call order.
+        """
+        position = self.next_position
+        self.next_position = position + 1
+        occurrence = self.occurrences.get(step.name, 0) + 1
+        self.occurrences[step.name] = occurrence
+        return self.runtime._run_step(self, step, position, occurrence, args, kwargs)
+
+    def divergence(self, position: int, name: str, args_hash: str) -> str:
+        """A table of recorded versus attempted steps around ``position``."""
+        lines = [
+            f"execution {self.execution_id} diverged from its journal at "
+            f"position {position}:",
+            f"    {'pos':>5}  {'recorded':<36} attempted",
+        ]
+        attempted = dict(self.attempted)
+        attempted[position] = (name, args_hash)
+        for pos in range(max(0, position - 3), position + 2):
+            recorded = self.checkpoints.get(pos) or self.final_failures.get(pos)
+            rec = f"{recorded.step} (args {recorded.args_hash})" if recorded else "-"
+            att = attempted.get(pos)
+            now = f"{att[0]} (args {att[1]})" if att else "-"
+            mark = ">" if pos == position else " "
+            lines.append(f"  {mark} {pos:>5}  {rec:<36} {now}")
+        lines.append(
+            "A workflow must call the same steps, in the same order and with "
+            "the same arguments, on every run: move randomness, clock reads "
+            "and I/O into steps. To change the code of running executions, "
+            "let them finish first or start new executions."
+        )
+        return "\n".join(lines)
+
+
+class Waypoint:
+    """The runtime. Use it as an async context manager.
+
+    ``store_or_dsn`` is a ``Store`` or a URL (``sqlite:///path.db``,
+    ``postgresql://...``, ``memory://``); with neither, ``WAYPOINT_DSN`` or a
+    SQLite file ``waypoint.db`` in the working directory.
+    """
+
+    def __init__(
+        self,
+        store_or_dsn: Store | str | None = None,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> None:
+        if not isinstance(lease_seconds, int | float) or lease_seconds <= 0:
+            raise ConfigurationError(
+                f"lease_seconds must be a positive number, not {lease_seconds!r}"
+            )
+        if isinstance(store_or_dsn, Store):
+            self.store = store_or_dsn
+            self._owns_store = False
+        else:
+            self.store = open_store(store_or_dsn)
+            self._owns_store = True
+        self.lease_seconds = float(lease_seconds)
+        self.owner = _owner_id()
+        self._state = RuntimeState.NEW
+        self._running: dict[str, _Run] = {}
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._renewer: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Waypoint {self._state.value} store={self.store.dsn!r}>"
+
+    # Lifecycle -----------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._state is RuntimeState.CLOSED:
+            raise WaypointError("this Waypoint runtime is closed; create a new one")
+        if self._state is RuntimeState.OPEN:
+            return
+        if not self.store.is_open:
+            await self.store.open()
+        self._renewer = asyncio.get_running_loop().create_task(self._renew_leases())
+        self._state = RuntimeState.OPEN
+
+    async def close(self) -> None:
+        """Stop background runs (they stay resumable) and release the store."""
+        if self._state is not RuntimeState.OPEN:
+            self._state = RuntimeState.CLOSED
+            return
+        self._state = RuntimeState.CLOSED
+        tasks = [*self._tasks.values()]
+        if self._renewer is not None:
+            tasks.append(self._renewer)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._owns_store:
+            await self.store.close()
+
+    async def _ready(self) -> None:
+        if self._state is not RuntimeState.OPEN:
+            await self.open()
+
+    async def _renew_leases(self) -> None:
+        # Renew at a third of the lease so that two missed renewals in a row
+        # still leave the lease alive.
+        interval = self.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            ids = list(self._running)
+            if not ids:
+                continue
+            try:
+                held = await self.store.renew(self.owner, ids, self.lease_seconds)
+            except WaypointError as exc:
+                logger.warning("lease renewal for %d executions failed: %s", len(ids), exc)
+                continue
+            for lost in set(ids) - held:
+                if lost in self._running:
+                    logger.warning(
+                        "execution %s: lease lost to another runner; this "
+                        "runner's next write for it will be refused",
+                        lost,
+                    )
+
+    # Running ---------------------------------------------------------------
+
+    async def run(
+        self,
+        wf: Callable[..., Awaitable[T]] | str,
+        *args: Any,
+        execution_id: str | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """Run ``wf`` to its end and return its output.
+
+        With an ``execution_id`` that exists, nothing new starts: the recorded
+        output is returned, the recorded failure raised, or the unfinished run
+        resumed.
+        """
+        definition, execution_id, created = await self._create(
+            wf, args, kwargs, execution_id
+        )
+        if execution_id in self._tasks:
+            return await asyncio.shield(self._tasks[execution_id])  # type: ignore[no-any-return]
+        if not created:
+            return await self.resume(execution_id)  # type: ignore[no-any-return]
+        return await self._drive(definition, execution_id, args, kwargs, None)  # type: ignore[no-any-return]
+
+    async def start(
+        self,
+        wf: Callable[..., Awaitable[Any]] | str,
+        *args: Any,
+        execution_id: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Record the execution, run it in the background, return its id."""
+        definition, execution_id, created = await self._create(
+            wf, args, kwargs, execution_id
+        )
+        if execution_id in self._tasks:
+            return execution_id
+        if created:
+            coro = self._drive(definition, execution_id, args, kwargs, None)
+        else:
+            coro = self.resume(execution_id)
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks[execution_id] = task
+        task.add_done_callback(lambda t: self._background_done(execution_id, t))
+        return execution_id
+
+    def _background_done(self, execution_id: str, task: asyncio.Task[Any]) -> None:
+        self._tasks.pop(execution_id, None)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            logger.info(
+                "execution %s (background) ended with %s: %s",
+                execution_id,
+                type_name(exc),
+                exc,
+            )
+
+    async def _create(
+        self,
+        wf: Callable[..., Awaitable[Any]] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        execution_id: str | None,
+    ) -> tuple[WorkflowDef, str, bool]:
+        definition = workflow_definition(wf)
+        await self._ready()
+        if execution_id is None:
+            execution_id = new_execution_id()
+        elif not isinstance(execution_id, str) or not execution_id.strip():
+            raise ConfigurationError(
+                f"execution_id must be a non-empty string, not {execution_id!r}"
+            )
+        input_text = encode_arguments(definition.fn, args, kwargs)
+        created = await self.store.create_execution(
+            execution_id, definition.name, input_text, self.owner, self.lease_seconds
+        )
+        if not created:
+            existing = await self.store.get_execution(execution_id)
+            if existing.workflow != definition.name:
+                raise ConfigurationError(
+                    f"execution {execution_id} belongs to workflow "
+                    f"{existing.workflow!r}, not {definition.name!r}; use a new "
+                    "execution id",
+                    execution_id=execution_id,
+                )
+            if existing.input != json.loads(input_text):
+                raise ConfigurationError(
+                    f"execution {execution_id} was started with other arguments "
+                    f"({existing.input}) than now ({input_text}); an execution "
+                    "id names one run: use a new id for new arguments",
+                    execution_id=execution_id,
+                )
+        return definition, execution_id, created
+
+    async def resume(self, execution_id: str) -> Any:
+        """Continue a recorded execution from its first unrecorded step.
+
+        A completed execution returns its recorded output and a failed one
+        raises its recorded failure, without running any step. Raises
+        ``ExecutionBusy`` when a live runner owns it.
+        """
+        await self._ready()
+        if execution_id in self._tasks:
+            return await asyncio.shield(self._tasks[execution_id])
+        if execution_id in self._running:
+            raise ExecutionBusy(
+                f"execution {execution_id} is already running in this runtime",
+                execution_id=execution_id,
+                owner=self.owner,
+            )
+        claim = await self.store.claim(execution_id, self.owner, self.lease_seconds)
+        if not claim.claimed and claim.holder and _owner_is_dead_here(claim.holder):
+            logger.info(
+                "execution %s: owner %s is dead on this host; taking over",
+                execution_id,
+                claim.holder,
+            )
+            claim = await self.store.claim(
+                execution_id,
+                self.owner,
+                self.lease_seconds,
+                steal_from=claim.holder,
+            )
+        return await self._resume_claim(claim)
+
+    async def _resume_claim(self, claim: Claim) -> Any:
+        execution = claim.execution
+        execution_id = execution.execution_id
+        if execution.status is ExecutionStatus.COMPLETED:
+            definition = workflow_definition(execution.workflow)
+            return definition.codec.decode(json.dumps(execution.output))
+        if execution.status is ExecutionStatus.FAILED:
+            raise rebuild_error(execution.error or {}, execution_id)
+        if not claim.claimed:
+            raise ExecutionBusy(
+                f"execution {execution_id} is owned by the live runner "
+                f"{claim.holder}, whose lease expires at "
+                f"{execution.lease_expires_at}; resume it after that, or let "
+                "recover() take it over once the lease has expired",
+                execution_id=execution_id,
+                owner=claim.holder,
+            )
+        try:
+            definition = workflow_definition(execution.workflow)
+            args, kwargs = decode_arguments(
+                definition.fn, json.dumps(execution.input)
+            )
+        except BaseException:
+            await self._release(execution_id)
+            raise
+        logger.info(
+            "execution %s: resuming %s with %d recorded steps",
+            execution_id,
+            definition.name,
+            len(claim.checkpoints),
+        )
+        return await self._drive(definition, execution_id, args, kwargs, claim)
+
+    async def recover(self, *, limit: int = DEFAULT_RECOVER_LIMIT) -> list[str]:
+        """Resume executions whose runner died; return the ids resumed.
+
+        Takes the executions whose lease has expired (and those owned by a
+        dead process on this host), runs them concurrently to their end, and
+        returns their ids. Their outcomes are in the journal.
+        """
+        await self._ready()
+        ids = await self.store.claim_expired(self.owner, self.lease_seconds, limit)
+        if len(ids) < limit:
+            ids += await self._claim_dead_local(limit - len(ids), exclude=set(ids))
+        claims = []
+        for execution_id in ids:
+            claims.append(
+                await self.store.claim(execution_id, self.owner, self.lease_seconds)
+            )
+        results = await asyncio.gather(
+            *(self._resume_claim(claim) for claim in claims), return_exceptions=True
+        )
+        for execution_id, result in zip(ids, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.warning(
+                    "execution %s: recovered run ended with %s: %s",
+                    execution_id,
+                    type_name(result),
+                    result,
+                )
+        return ids
+
+    async def _claim_dead_local(self, limit: int, exclude: set[str]) -> list[str]:
+        taken: list[str] = []
+        async for execution in self.executions(status=ExecutionStatus.RUNNING):
+            if len(taken) >= limit:
+                break
+            owner = execution.owner
+            if execution.execution_id in exclude or not owner:
+                continue
+            if not _owner_is_dead_here(owner):
+                continue
+            claim = await self.store.claim(
+                execution.execution_id,
+                self.owner,
+                self.lease_seconds,
+                steal_from=owner,
+            )
+            if claim.claimed:
+                taken.append(execution.execution_id)
+        return taken
+
+    async def _release(self, execution_id: str) -> None:
+        try:
+            await self.store.release(execution_id, self.owner)
+        except Exception as exc:
+            # The lease then simply expires; nothing is lost.
+            logger.warning("execution %s: could not release lease: %s", execution_id, exc)
+
+    async def _drive(
+        self,
+        definition: WorkflowDef,
+        execution_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        claim: Claim | None,
+    ) -> Any:
+        run = _Run(self, execution_id, claim)
+        self._running[execution_id] = run
+        token = _current_run.set(run)
+        finished = False
+        try:
+            try:
+                output = await definition.fn(*args, **kwargs)
+            except Exception as exc:
+                if run.crash is not None or isinstance(exc, _UNRECORDED):
+                    raise
+                await self.store.finish(
+                    execution_id,
+                    self.owner,
+                    ExecutionStatus.FAILED,
+                    error=encode_error(exc),
+                )
+                finished = True
+                logger.info(
+                    "execution %s failed with %s", execution_id, type_name(exc)
+                )
+                raise
+            if run.crash is not None:
+                raise run.crash
+            self._check_replay_complete(run)
+            output_text = definition.codec.encode(output)
+            hook = active_hook()
+            if hook is not None:
+                hook(CrashSite(CrashPhase.BEFORE_COMPLETE, execution_id))
+            await self.store.finish(
+                execution_id,
+                self.owner,
+                ExecutionStatus.COMPLETED,
+                output=output_text,
+            )
+            finished = True
+            return output
+        finally:
+            _current_run.reset(token)
+            del self._running[execution_id]
+            if not finished:
+                await self._release(execution_id)
+
+    def _check_replay_complete(self, run: _Run) -> None:
+        recorded = set(run.checkpoints) | set(run.final_failures)
+        unreached = sorted(p for p in recorded if p >= run.next_position)
+        if unreached:
+            cp = run.checkpoints.get(unreached[0]) or run.final_failures[unreached[0]]
+            raise NonDeterminismError(
+                f"execution {run.execution_id} finished after "
+                f"{run.next_position} steps, but its journal records "
+                f"{len(unreached)} more, from position {unreached[0]} "
+                f"({cp.step}): the workflow took a different path than when "
+                "it was recorded. Move randomness, clock reads and I/O into "
+                "steps so that every run takes the same path",
+                execution_id=run.execution_id,
+                position=unreached[0],
+                recorded=cp.step,
+                attempted=None,
+            )
+
+    async def _run_step(
+        self,
+        run: _Run,
+        step: StepDef,
+        position: int,
+        occurrence: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        try:
+            return await self._step(run, step, position, occurrence, args, kwargs)
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and run.crash is None:
+                # The process "died" here: no sibling step may write after it.
+                run.crash = exc
+            raise
+
+    async def _step(
+        self,
+        run: _Run,
+        step: StepDef,
+        position: int,
+        occurrence: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        execution_id = run.execution_id
+        args_hash = arguments_hash(args, kwargs)
+        run.attempted[position] = (step.name, args_hash)
+
+        recorded = run.checkpoints.get(position)
+        if recorded is not None:
+            if recorded.step != step.name or recorded.args_hash != args_hash:
+                raise self._diverged(run, position, step.name, args_hash, recorded.step)
+            return step.codec.decode(recorded.result)
+        failed = run.final_failures.get(position)
+        if failed is not None:
+            if failed.step != step.name or failed.args_hash != args_hash:
+                raise self._diverged(run, position, step.name, args_hash, failed.step)
+            raise _step_failed(execution_id, failed, json.loads(failed.error))
+
+        codec = step.codec
+        hook = active_hook()
+        attempt = run.failures.get(position, 0) + 1
+        if hook is not None:
+            hook(self._site(CrashPhase.BEFORE, run, step, position, occurrence, attempt))
+        key = f"{execution_id}:{position}"
+        while True:
+            started = time.time()
+            context = StepContext(execution_id, position, step.name, attempt, key)
+            token = _current_step.set(context)
+            try:
+                result = await step.fn(*args, **kwargs)
+            except Exception as exc:
+                await self._record_failure(
+                    run, step, position, args_hash, attempt, exc
+                )
+                if attempt > step.retries:
+                    raise StepFailed(
+                        f"step {step.name!r} (position {position}) of execution "
+                        f"{execution_id} failed after {attempt} attempt(s): "
+                        f"{type_name(exc)}: {exc}",
+                        execution_id=execution_id,
+                        step=step.name,
+                        position=position,
+                        attempts=attempt,
+                        error_type=type_name(exc),
+                        error_message=str(exc),
+                    ) from exc
+                attempt += 1
+                continue
+            finally:
+                _current_step.reset(token)
+            break
+
+        if hook is not None:
+            hook(
+                self._site(CrashPhase.AFTER_EFFECT, run, step, position, occurrence, attempt)
+            )
+        result_text = codec.encode(result)
+        if run.crash is not None:
+            raise run.crash
+        checkpoint = Checkpoint(
+            position, step.name, args_hash, attempt, result_text, started, time.time()
+        )
+        await self.store.record_step(execution_id, self.owner, checkpoint)
+        if hook is not None:
+            hook(
+                self._site(CrashPhase.AFTER_COMMIT, run, step, position, occurrence, attempt)
+            )
+        return result
+
+    async def _record_failure(
+        self,
+        run: _Run,
+        step: StepDef,
+        position: int,
+        args_hash: str,
+        attempt: int,
+        exc: Exception,
+    ) -> None:
+        final = attempt > step.retries
+        delay = None if final else step.backoff.delay(attempt)
+        failure = StepFailure(
+            position, step.name, args_hash, attempt, encode_error(exc), final, delay
+        )
+        if run.crash is not None:
+            raise run.crash
+        await self.store.record_failure(run.execution_id, self.owner, failure)
+        if final:
+            return
+        logger.warning(
+            "execution %s: step %r (position %d) attempt %d failed with %s: %s; "
+            "retrying in %.2fs",
+            run.execution_id,
+            step.name,
+            position,
+            attempt,
+            type_name(exc),
+            exc,
+            delay,
+        )
+        await asyncio.sleep(delay or 0)
+
+    @staticmethod
+    def _site(
+        phase: CrashPhase,
+        run: _Run,
+        step: StepDef,
+        position: int,
+        occurrence: int,
+        attempt: int,
+    ) -> CrashSite:
+        return CrashSite(phase, run.execution_id, step.name, occurrence, position, attempt)
+
+    @staticmethod
+    def _diverged(
+        run: _Run, position: int, name: str, args_hash: str, recorded: str
+    ) -> NonDeterminismError:
+        return NonDeterminismError(
+            run.divergence(position, name, args_hash),
+            execution_id=run.execution_id,
+            position=position,
+            recorded=recorded,
+            attempted=name,
+        )
+
+    # Reading the journal -------------------------------------------------
+
+    async def execution(self, execution_id: str) -> Execution:
+        """The execution's status, input, output, error and times."""
+        await self._ready()
+        return await self.store.get_execution(execution_id)
+
+    async def history(self, execution_id: str) -> list[Event]:
+        """The execution's journal, in the order it was written."""
+        await self._ready()
+        return await self.store.history(execution_id)
+
+    async def executions(
+        self,
+        status: ExecutionStatus | str | None = None,
+        workflow: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[Execution]:
+        """Executions in creation order, filtered, at most ``limit`` of them."""
+        await self._ready()
+        wanted = None if status is None else _status(status)
+        page_size = 200
+        seen = 0
+        after: str | None = None
+        while limit is None or seen < limit:
+            size = page_size if limit is None else min(page_size, limit - seen)
+            page = await self.store.list_executions(
+                status=wanted, workflow=workflow, limit=size, after=after
+            )
+            for execution in page:
+                yield execution
+            seen += len(page)
+            if len(page) < size:
+                return
+            after = page[-1].execution_id
+
+
+def _status(value: ExecutionStatus | str) -> ExecutionStatus:
+    try:
+        return ExecutionStatus(value)
+    except ValueError:
+        valid = ", ".join(s.value for s in ExecutionStatus)
+        raise ConfigurationError(
+            f"unknown execution status {value!r}; use one of {valid}"
+        ) from None
+
+
+def _step_failed(
+    execution_id: str, failure: StepFailure, error: dict[str, Any]
+) -> StepFailed:
+    return StepFailed(
+        f"step {failure.step!r} (position {failure.position}) of execution "
+        f"{execution_id} failed after {failure.attempt} attempt(s): "
+        f"{error.get('type')}: {error.get('message')}",
+        execution_id=execution_id,
+        step=failure.step,
+        position=failure.position,
+        attempts=failure.attempt,
+        error_type=error.get("type"),
+        error_message=error.get("message"),
+    )

@@ -1,0 +1,311 @@
+"""``MemoryStore``: the journal in a dict, for tests and fast fuzzing.
+
+It keeps the same rules as the SQL stores (one checkpoint per position, owner
+checks, leases) so the contract suite holds it to them; data lives as long as
+the object, so a "fresh runtime on the same store" is a new ``Waypoint`` given
+the same ``MemoryStore``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from waypoint.errors import CheckpointConflict, ExecutionNotFound, LeaseLost
+from waypoint.journal import (
+    Checkpoint,
+    Claim,
+    Event,
+    EventKind,
+    Execution,
+    ExecutionStatus,
+    StepFailure,
+    utc_from_timestamp,
+)
+from waypoint.stores.base import Store
+
+__all__ = ["MemoryStore"]
+
+
+@dataclass(slots=True)
+class _Row:
+    execution_id: str
+    workflow: str
+    status: ExecutionStatus
+    input: str
+    created_at: float
+    updated_at: float
+    owner: str | None
+    lease_expires_at: float | None
+    output: str | None = None
+    error: str | None = None
+    completed_at: float | None = None
+    checkpoints: dict[int, Checkpoint] = field(default_factory=dict)
+    failures: list[StepFailure] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+    def execution(self) -> Execution:
+        return Execution(
+            execution_id=self.execution_id,
+            workflow=self.workflow,
+            status=self.status,
+            input=json.loads(self.input),
+            output=None if self.output is None else json.loads(self.output),
+            error=None if self.error is None else json.loads(self.error),
+            created_at=utc_from_timestamp(self.created_at),
+            updated_at=utc_from_timestamp(self.updated_at),
+            completed_at=(
+                None
+                if self.completed_at is None
+                else utc_from_timestamp(self.completed_at)
+            ),
+            owner=self.owner,
+            lease_expires_at=(
+                None
+                if self.lease_expires_at is None
+                else utc_from_timestamp(self.lease_expires_at)
+            ),
+        )
+
+
+class MemoryStore(Store):
+    """An in-process journal. Not shared between processes."""
+
+    dsn = "memory://"
+
+    def __init__(self) -> None:
+        self._rows: dict[str, _Row] = {}
+        self._effects: list[tuple[str, str | None, str]] = []
+        self._seq = 0
+        self._open = False
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    def _row(self, execution_id: str) -> _Row:
+        row = self._rows.get(execution_id)
+        if row is None:
+            raise ExecutionNotFound(
+                f"no execution {execution_id!r} in {self.dsn}",
+                execution_id=execution_id,
+            )
+        return row
+
+    def _append(self, row: _Row, kind: EventKind, at: float, **fields: object) -> None:
+        self._seq += 1
+        row.events.append(
+            Event(self._seq, row.execution_id, kind, utc_from_timestamp(at), **fields)  # type: ignore[arg-type]
+        )
+
+    def _owned(self, execution_id: str, owner: str) -> _Row:
+        row = self._row(execution_id)
+        if row.owner != owner:
+            raise LeaseLost(
+                f"execution {execution_id} is no longer owned by {owner} "
+                f"(owner now: {row.owner}); another runner took it over",
+                execution_id=execution_id,
+                owner=row.owner,
+            )
+        return row
+
+    async def create_execution(
+        self,
+        execution_id: str,
+        workflow: str,
+        input: str,
+        owner: str,
+        lease_seconds: float,
+    ) -> bool:
+        if execution_id in self._rows:
+            return False
+        now = time.time()
+        row = _Row(
+            execution_id,
+            workflow,
+            ExecutionStatus.RUNNING,
+            input,
+            now,
+            now,
+            owner,
+            now + lease_seconds,
+        )
+        self._rows[execution_id] = row
+        self._append(row, EventKind.EXECUTION_STARTED, now, payload=json.loads(input))
+        return True
+
+    async def claim(
+        self,
+        execution_id: str,
+        owner: str,
+        lease_seconds: float,
+        *,
+        steal_from: str | None = None,
+    ) -> Claim:
+        row = self._row(execution_id)
+        now = time.time()
+        if row.status.terminal:
+            return Claim(row.execution(), claimed=False)
+        free = (
+            row.owner is None
+            or row.owner in (owner, steal_from)
+            or (row.lease_expires_at or 0) < now
+        )
+        if not free:
+            return Claim(row.execution(), claimed=False, holder=row.owner)
+        previous = row.owner
+        row.owner, row.lease_expires_at, row.updated_at = owner, now + lease_seconds, now
+        self._append(
+            row, EventKind.EXECUTION_RESUMED, now, payload={"previous_owner": previous}
+        )
+        return Claim(
+            row.execution(),
+            claimed=True,
+            checkpoints=sorted(row.checkpoints.values(), key=lambda c: c.position),
+            failures=list(row.failures),
+        )
+
+    async def claim_expired(
+        self, owner: str, lease_seconds: float, limit: int
+    ) -> list[str]:
+        now = time.time()
+        taken = []
+        for row in self._rows.values():
+            if len(taken) >= limit:
+                break
+            if row.status is not ExecutionStatus.RUNNING:
+                continue
+            if row.owner is None or (row.lease_expires_at or 0) < now:
+                row.owner, row.lease_expires_at = owner, now + lease_seconds
+                taken.append(row.execution_id)
+        return taken
+
+    async def renew(
+        self, owner: str, execution_ids: Sequence[str], lease_seconds: float
+    ) -> set[str]:
+        now = time.time()
+        held = set()
+        for execution_id in execution_ids:
+            row = self._rows.get(execution_id)
+            if row is not None and row.owner == owner and not row.status.terminal:
+                row.lease_expires_at = now + lease_seconds
+                held.add(execution_id)
+        return held
+
+    async def release(self, execution_id: str, owner: str) -> None:
+        row = self._rows.get(execution_id)
+        if row is not None and row.owner == owner:
+            row.owner, row.lease_expires_at = None, None
+
+    async def get_execution(self, execution_id: str) -> Execution:
+        return self._row(execution_id).execution()
+
+    async def list_executions(
+        self,
+        *,
+        status: ExecutionStatus | None,
+        workflow: str | None,
+        limit: int,
+        after: str | None = None,
+    ) -> list[Execution]:
+        rows = sorted(self._rows.values(), key=lambda r: r.execution_id)
+        found = []
+        for row in rows:
+            if after is not None and row.execution_id <= after:
+                continue
+            if status is not None and row.status is not status:
+                continue
+            if workflow is not None and row.workflow != workflow:
+                continue
+            found.append(row.execution())
+            if len(found) >= limit:
+                break
+        return found
+
+    async def record_step(
+        self, execution_id: str, owner: str, checkpoint: Checkpoint
+    ) -> None:
+        row = self._owned(execution_id, owner)
+        if checkpoint.position in row.checkpoints:
+            raise CheckpointConflict(
+                f"execution {execution_id} already has a checkpoint at position "
+                f"{checkpoint.position}; a checkpoint is written once",
+                execution_id=execution_id,
+                position=checkpoint.position,
+            )
+        row.checkpoints[checkpoint.position] = checkpoint
+        row.updated_at = checkpoint.completed_at
+        fields = {
+            "position": checkpoint.position,
+            "step": checkpoint.step,
+            "attempt": checkpoint.attempt,
+        }
+        self._append(row, EventKind.STEP_STARTED, checkpoint.started_at, **fields)
+        self._append(
+            row,
+            EventKind.STEP_COMPLETED,
+            checkpoint.completed_at,
+            payload=json.loads(checkpoint.result),
+            **fields,
+        )
+
+    async def record_failure(
+        self, execution_id: str, owner: str, failure: StepFailure
+    ) -> None:
+        row = self._owned(execution_id, owner)
+        row.failures.append(failure)
+        payload = {"error": json.loads(failure.error), "retry_in": failure.retry_in}
+        kind = EventKind.STEP_FAILED if failure.final else EventKind.STEP_RETRIED
+        self._append(
+            row,
+            kind,
+            time.time(),
+            position=failure.position,
+            step=failure.step,
+            attempt=failure.attempt,
+            payload=payload,
+        )
+
+    async def finish(
+        self,
+        execution_id: str,
+        owner: str,
+        status: ExecutionStatus,
+        *,
+        output: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        row = self._owned(execution_id, owner)
+        now = time.time()
+        row.status, row.output, row.error = status, output, error
+        row.completed_at = row.updated_at = now
+        row.owner = row.lease_expires_at = None
+        if status is ExecutionStatus.COMPLETED:
+            kind, payload = EventKind.EXECUTION_COMPLETED, output
+        else:
+            kind, payload = EventKind.EXECUTION_FAILED, error
+        self._append(row, kind, now, payload=json.loads(payload or "null"))
+
+    async def history(self, execution_id: str) -> list[Event]:
+        return list(self._row(execution_id).events)
+
+    async def record_effect(
+        self, key: str, *, execution_id: str | None = None, detail: str = ""
+    ) -> int:
+        self._effects.append((key, execution_id, detail))
+        return sum(1 for k, _, _ in self._effects if k == key)
+
+    async def effect_counts(self, *, prefix: str = "") -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for key, _, _ in self._effects:
+            if key.startswith(prefix):
+                counts[key] = counts.get(key, 0) + 1
+        return counts
