@@ -18,9 +18,13 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 
-def _add_journal_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_journal_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
     listing = sub.add_parser("executions", help="list executions, newest last")
-    listing.add_argument("--dsn", help="store URL (default: WAYPOINT_DSN or ./waypoint.db)")
+    listing.add_argument(
+        "--dsn", help="store URL (default: WAYPOINT_DSN or ./waypoint.db)"
+    )
     listing.add_argument("--status", choices=["running", "completed", "failed"])
     listing.add_argument("--workflow")
     listing.add_argument("--limit", type=int, default=50)
@@ -28,7 +32,9 @@ def _add_journal_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
     history = sub.add_parser("history", help="print the journal of one execution")
     history.add_argument("execution_id")
-    history.add_argument("--dsn", help="store URL (default: WAYPOINT_DSN or ./waypoint.db)")
+    history.add_argument(
+        "--dsn", help="store URL (default: WAYPOINT_DSN or ./waypoint.db)"
+    )
     history.set_defaults(func=_history)
 
 

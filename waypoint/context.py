@@ -26,18 +26,23 @@ class StepContext:
     idempotency_key: str
 
 
-_current: ContextVar[StepContext | None] = ContextVar(
+#: (execution_id, position, name, attempt) of the running step. A tuple, not
+#: a StepContext, because it is set for every step and read by few of them.
+_current: ContextVar[tuple[str, int, str, int] | None] = ContextVar(
     "waypoint_current_step", default=None
 )
 
 
 def current_step() -> StepContext:
     """The running step's context; raises outside a ``@checkpoint`` step."""
-    context = _current.get()
-    if context is None:
+    current = _current.get()
+    if current is None:
         raise WaypointError(
             "current_step() was called outside a step: call it from the body "
             "of an async function decorated with @checkpoint while a workflow "
             "runs it"
         )
-    return context
+    execution_id, position, name, attempt = current
+    return StepContext(
+        execution_id, position, name, attempt, f"{execution_id}:{position}"
+    )

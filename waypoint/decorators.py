@@ -12,8 +12,8 @@ import functools
 import inspect
 import logging
 import random
-from contextvars import ContextVar
 from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
@@ -22,7 +22,7 @@ from waypoint.errors import ConfigurationError, WorkflowNotRegistered
 from waypoint.serialization import Codec, return_codec
 
 if TYPE_CHECKING:
-    from waypoint.runtime import _Run
+    from waypoint.replay import Run
 
 __all__ = ["Backoff", "StepDef", "WorkflowDef", "checkpoint", "workflow"]
 
@@ -33,7 +33,7 @@ R = TypeVar("R")
 
 #: The run the current task belongs to, set by the runtime while it drives a
 #: workflow; None outside a workflow, where steps are plain async functions.
-_current_run: ContextVar[_Run | None] = ContextVar("waypoint_run", default=None)
+_current_run: ContextVar[Run | None] = ContextVar("waypoint_run", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +150,7 @@ def checkpoint(
     *,
     name: str | None = None,
     retries: int = 0,
-    backoff: Backoff | float = Backoff(),  # noqa: B008 - frozen, shared safely
+    backoff: Backoff | float = Backoff(),
 ) -> Any:
     """Make an async function a step: run once, its result journaled.
 
@@ -172,7 +172,9 @@ def checkpoint(
         )
     policy = _as_backoff(backoff)
 
-    def decorate(func: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    def decorate(
+        func: Callable[P, Awaitable[R]],
+    ) -> Callable[P, Coroutine[Any, Any, R]]:
         _check_async(func, "checkpoint")
         step = StepDef(func, name or func.__qualname__, retries, policy)
 
@@ -183,7 +185,7 @@ def checkpoint(
                 return func(*args, **kwargs)  # type: ignore[return-value]
             # The position is taken here, synchronously, so that it follows
             # call order rather than the order in which coroutines first run.
-            return run.start_step(step, args, kwargs)  # type: ignore[no-any-return]
+            return run.start_step(step, args, kwargs)
 
         call.__waypoint_step__ = step  # type: ignore[attr-defined]
         return call

@@ -40,6 +40,7 @@ __all__ = [
     "WorkflowNotRegistered",
 ]
 
+
 class WaypointError(Exception):
     """Base class of every error raised by Waypoint."""
 

@@ -22,6 +22,7 @@ __all__ = [
     "Execution",
     "ExecutionStatus",
     "StepFailure",
+    "merge_history",
     "utc_from_timestamp",
 ]
 
@@ -51,16 +52,14 @@ class EventKind(enum.StrEnum):
     EXECUTION_FAILED = "execution_failed"
 
 
-TERMINAL_EVENTS = frozenset(
-    {EventKind.EXECUTION_COMPLETED, EventKind.EXECUTION_FAILED}
-)
+TERMINAL_EVENTS = frozenset({EventKind.EXECUTION_COMPLETED, EventKind.EXECUTION_FAILED})
 
 
 def utc_from_timestamp(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Checkpoint:
     """A completed step: the one row that makes it never run again.
 
@@ -78,7 +77,7 @@ class Checkpoint:
     completed_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StepFailure:
     """A failed attempt of a step; ``final`` when no retry follows."""
 
@@ -175,3 +174,48 @@ class Claim:
     holder: str | None = None
     checkpoints: list[Checkpoint] = field(default_factory=list)
     failures: list[StepFailure] = field(default_factory=list)
+
+
+def merge_history(
+    execution_id: str, events: list[Event], checkpoints: list[Checkpoint]
+) -> list[Event]:
+    """One journal, in time order, from the events and the checkpoint rows.
+
+    A checkpoint row holds its step's start and completion, written in one
+    transaction; it becomes a STEP_STARTED and a STEP_COMPLETED event. Events
+    made from checkpoints carry ``seq`` 0 (they live in their own table).
+    """
+    merged = list(events)
+    for cp in checkpoints:
+        started = utc_from_timestamp(cp.started_at)
+        completed = utc_from_timestamp(cp.completed_at)
+        position, step, attempt = cp.position, cp.step, cp.attempt
+        merged.append(
+            Event(
+                0,
+                execution_id,
+                EventKind.STEP_STARTED,
+                started,
+                position,
+                step,
+                attempt,
+            )
+        )
+        merged.append(
+            Event(
+                0,
+                execution_id,
+                EventKind.STEP_COMPLETED,
+                completed,
+                position,
+                step,
+                attempt,
+                json.loads(cp.result),
+            )
+        )
+    # Stable sort: ties keep lifecycle events before the steps that follow.
+    merged.sort(key=lambda event: (event.at, _KIND_ORDER[event.kind]))
+    return merged
+
+
+_KIND_ORDER = {kind: index for index, kind in enumerate(EventKind)}

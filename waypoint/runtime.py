@@ -16,15 +16,11 @@ import logging
 import os
 import secrets
 import socket
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from waypoint.context import StepContext
-from waypoint.context import _current as _current_step
 from waypoint.decorators import (
-    StepDef,
     WorkflowDef,
     _current_run,
     workflow_definition,
@@ -34,21 +30,18 @@ from waypoint.errors import (
     ExecutionBusy,
     NonDeterminismError,
     SerializationError,
-    StepFailed,
     WaypointError,
 )
 from waypoint.hooks import CrashPhase, CrashSite, active_hook
 from waypoint.ids import new_execution_id
 from waypoint.journal import (
-    Checkpoint,
     Claim,
     Event,
     Execution,
     ExecutionStatus,
-    StepFailure,
 )
+from waypoint.replay import Run
 from waypoint.serialization import (
-    arguments_hash,
     decode_arguments,
     encode_arguments,
     encode_error,
@@ -110,80 +103,6 @@ def _owner_is_dead_here(owner: str) -> bool:
     return False
 
 
-class _Run:
-    """The state of one execution being driven by this runtime."""
-
-    __slots__ = (
-        "attempted",
-        "checkpoints",
-        "crash",
-        "execution_id",
-        "failures",
-        "final_failures",
-        "next_position",
-        "occurrences",
-        "runtime",
-    )
-
-    def __init__(self, runtime: Waypoint, execution_id: str, claim: Claim | None):
-        self.runtime = runtime
-        self.execution_id = execution_id
-        self.next_position = 0
-        self.occurrences: dict[str, int] = {}
-        self.attempted: dict[int, tuple[str, str]] = {}
-        self.checkpoints: dict[int, Checkpoint] = {}
-        self.failures: dict[int, int] = {}
-        self.final_failures: dict[int, StepFailure] = {}
-        self.crash: BaseException | None = None
-        if claim is not None:
-            self.checkpoints = {cp.position: cp for cp in claim.checkpoints}
-            for failure in claim.failures:
-                if failure.final:
-                    self.final_failures[failure.position] = failure
-                else:
-                    self.failures[failure.position] = max(
-                        failure.attempt, self.failures.get(failure.position, 0)
-                    )
-
-    def start_step(
-        self, step: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Coroutine[Any, Any, Any]:
-        """Reserve the next position for a call of ``step``; return its run.
-
-        Called synchronously when the step is called, before its coroutine
-        first runs, which is what makes positions follow call order.
-        """
-        position = self.next_position
-        self.next_position = position + 1
-        occurrence = self.occurrences.get(step.name, 0) + 1
-        self.occurrences[step.name] = occurrence
-        return self.runtime._run_step(self, step, position, occurrence, args, kwargs)
-
-    def divergence(self, position: int, name: str, args_hash: str) -> str:
-        """A table of recorded versus attempted steps around ``position``."""
-        lines = [
-            f"execution {self.execution_id} diverged from its journal at "
-            f"position {position}:",
-            f"    {'pos':>5}  {'recorded':<36} attempted",
-        ]
-        attempted = dict(self.attempted)
-        attempted[position] = (name, args_hash)
-        for pos in range(max(0, position - 3), position + 2):
-            recorded = self.checkpoints.get(pos) or self.final_failures.get(pos)
-            rec = f"{recorded.step} (args {recorded.args_hash})" if recorded else "-"
-            att = attempted.get(pos)
-            now = f"{att[0]} (args {att[1]})" if att else "-"
-            mark = ">" if pos == position else " "
-            lines.append(f"  {mark} {pos:>5}  {rec:<36} {now}")
-        lines.append(
-            "A workflow must call the same steps, in the same order and with "
-            "the same arguments, on every run: move randomness, clock reads "
-            "and I/O into steps. To change the code of running executions, "
-            "let them finish first or start new executions."
-        )
-        return "\n".join(lines)
-
-
 class Waypoint:
     """The runtime. Use it as an async context manager.
 
@@ -211,7 +130,7 @@ class Waypoint:
         self.lease_seconds = float(lease_seconds)
         self.owner = _owner_id()
         self._state = RuntimeState.NEW
-        self._running: dict[str, _Run] = {}
+        self._running: dict[str, Run] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._renewer: asyncio.Task[None] | None = None
 
@@ -273,7 +192,9 @@ class Waypoint:
             try:
                 held = await self.store.renew(self.owner, ids, self.lease_seconds)
             except WaypointError as exc:
-                logger.warning("lease renewal for %d executions failed: %s", len(ids), exc)
+                logger.warning(
+                    "lease renewal for %d executions failed: %s", len(ids), exc
+                )
                 continue
             for lost in set(ids) - held:
                 if lost in self._running:
@@ -302,7 +223,7 @@ class Waypoint:
             wf, args, kwargs, execution_id
         )
         if execution_id in self._tasks:
-            return await asyncio.shield(self._tasks[execution_id])  # type: ignore[no-any-return]
+            return await asyncio.shield(self._tasks[execution_id])
         if not created:
             return await self.resume(execution_id)  # type: ignore[no-any-return]
         return await self._drive(definition, execution_id, args, kwargs, None)  # type: ignore[no-any-return]
@@ -429,9 +350,7 @@ class Waypoint:
             )
         try:
             definition = workflow_definition(execution.workflow)
-            args, kwargs = decode_arguments(
-                definition.fn, json.dumps(execution.input)
-            )
+            args, kwargs = decode_arguments(definition.fn, json.dumps(execution.input))
         except BaseException:
             await self._release(execution_id)
             raise
@@ -454,11 +373,10 @@ class Waypoint:
         ids = await self.store.claim_expired(self.owner, self.lease_seconds, limit)
         if len(ids) < limit:
             ids += await self._claim_dead_local(limit - len(ids), exclude=set(ids))
-        claims = []
-        for execution_id in ids:
-            claims.append(
-                await self.store.claim(execution_id, self.owner, self.lease_seconds)
-            )
+        claims = [
+            await self.store.claim(execution_id, self.owner, self.lease_seconds)
+            for execution_id in ids
+        ]
         results = await asyncio.gather(
             *(self._resume_claim(claim) for claim in claims), return_exceptions=True
         )
@@ -497,7 +415,9 @@ class Waypoint:
             await self.store.release(execution_id, self.owner)
         except Exception as exc:
             # The lease then simply expires; nothing is lost.
-            logger.warning("execution %s: could not release lease: %s", execution_id, exc)
+            logger.warning(
+                "execution %s: could not release lease: %s", execution_id, exc
+            )
 
     async def _drive(
         self,
@@ -507,7 +427,7 @@ class Waypoint:
         kwargs: dict[str, Any],
         claim: Claim | None,
     ) -> Any:
-        run = _Run(self, execution_id, claim)
+        run = Run(self.store, self.owner, execution_id, claim)
         self._running[execution_id] = run
         token = _current_run.set(run)
         finished = False
@@ -524,13 +444,11 @@ class Waypoint:
                     error=encode_error(exc),
                 )
                 finished = True
-                logger.info(
-                    "execution %s failed with %s", execution_id, type_name(exc)
-                )
+                logger.info("execution %s failed with %s", execution_id, type_name(exc))
                 raise
             if run.crash is not None:
                 raise run.crash
-            self._check_replay_complete(run)
+            run.check_complete()
             output_text = definition.codec.encode(output)
             hook = active_hook()
             if hook is not None:
@@ -548,171 +466,6 @@ class Waypoint:
             del self._running[execution_id]
             if not finished:
                 await self._release(execution_id)
-
-    def _check_replay_complete(self, run: _Run) -> None:
-        recorded = set(run.checkpoints) | set(run.final_failures)
-        unreached = sorted(p for p in recorded if p >= run.next_position)
-        if unreached:
-            cp = run.checkpoints.get(unreached[0]) or run.final_failures[unreached[0]]
-            raise NonDeterminismError(
-                f"execution {run.execution_id} finished after "
-                f"{run.next_position} steps, but its journal records "
-                f"{len(unreached)} more, from position {unreached[0]} "
-                f"({cp.step}): the workflow took a different path than when "
-                "it was recorded. Move randomness, clock reads and I/O into "
-                "steps so that every run takes the same path",
-                execution_id=run.execution_id,
-                position=unreached[0],
-                recorded=cp.step,
-                attempted=None,
-            )
-
-    async def _run_step(
-        self,
-        run: _Run,
-        step: StepDef,
-        position: int,
-        occurrence: int,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        try:
-            return await self._step(run, step, position, occurrence, args, kwargs)
-        except BaseException as exc:
-            if not isinstance(exc, Exception) and run.crash is None:
-                # The process "died" here: no sibling step may write after it.
-                run.crash = exc
-            raise
-
-    async def _step(
-        self,
-        run: _Run,
-        step: StepDef,
-        position: int,
-        occurrence: int,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        execution_id = run.execution_id
-        args_hash = arguments_hash(args, kwargs)
-        run.attempted[position] = (step.name, args_hash)
-
-        recorded = run.checkpoints.get(position)
-        if recorded is not None:
-            if recorded.step != step.name or recorded.args_hash != args_hash:
-                raise self._diverged(run, position, step.name, args_hash, recorded.step)
-            return step.codec.decode(recorded.result)
-        failed = run.final_failures.get(position)
-        if failed is not None:
-            if failed.step != step.name or failed.args_hash != args_hash:
-                raise self._diverged(run, position, step.name, args_hash, failed.step)
-            raise _step_failed(execution_id, failed, json.loads(failed.error))
-
-        codec = step.codec
-        hook = active_hook()
-        attempt = run.failures.get(position, 0) + 1
-        if hook is not None:
-            hook(self._site(CrashPhase.BEFORE, run, step, position, occurrence, attempt))
-        key = f"{execution_id}:{position}"
-        while True:
-            started = time.time()
-            context = StepContext(execution_id, position, step.name, attempt, key)
-            token = _current_step.set(context)
-            try:
-                result = await step.fn(*args, **kwargs)
-            except Exception as exc:
-                await self._record_failure(
-                    run, step, position, args_hash, attempt, exc
-                )
-                if attempt > step.retries:
-                    raise StepFailed(
-                        f"step {step.name!r} (position {position}) of execution "
-                        f"{execution_id} failed after {attempt} attempt(s): "
-                        f"{type_name(exc)}: {exc}",
-                        execution_id=execution_id,
-                        step=step.name,
-                        position=position,
-                        attempts=attempt,
-                        error_type=type_name(exc),
-                        error_message=str(exc),
-                    ) from exc
-                attempt += 1
-                continue
-            finally:
-                _current_step.reset(token)
-            break
-
-        if hook is not None:
-            hook(
-                self._site(CrashPhase.AFTER_EFFECT, run, step, position, occurrence, attempt)
-            )
-        result_text = codec.encode(result)
-        if run.crash is not None:
-            raise run.crash
-        checkpoint = Checkpoint(
-            position, step.name, args_hash, attempt, result_text, started, time.time()
-        )
-        await self.store.record_step(execution_id, self.owner, checkpoint)
-        if hook is not None:
-            hook(
-                self._site(CrashPhase.AFTER_COMMIT, run, step, position, occurrence, attempt)
-            )
-        return result
-
-    async def _record_failure(
-        self,
-        run: _Run,
-        step: StepDef,
-        position: int,
-        args_hash: str,
-        attempt: int,
-        exc: Exception,
-    ) -> None:
-        final = attempt > step.retries
-        delay = None if final else step.backoff.delay(attempt)
-        failure = StepFailure(
-            position, step.name, args_hash, attempt, encode_error(exc), final, delay
-        )
-        if run.crash is not None:
-            raise run.crash
-        await self.store.record_failure(run.execution_id, self.owner, failure)
-        if final:
-            return
-        logger.warning(
-            "execution %s: step %r (position %d) attempt %d failed with %s: %s; "
-            "retrying in %.2fs",
-            run.execution_id,
-            step.name,
-            position,
-            attempt,
-            type_name(exc),
-            exc,
-            delay,
-        )
-        await asyncio.sleep(delay or 0)
-
-    @staticmethod
-    def _site(
-        phase: CrashPhase,
-        run: _Run,
-        step: StepDef,
-        position: int,
-        occurrence: int,
-        attempt: int,
-    ) -> CrashSite:
-        return CrashSite(phase, run.execution_id, step.name, occurrence, position, attempt)
-
-    @staticmethod
-    def _diverged(
-        run: _Run, position: int, name: str, args_hash: str, recorded: str
-    ) -> NonDeterminismError:
-        return NonDeterminismError(
-            run.divergence(position, name, args_hash),
-            execution_id=run.execution_id,
-            position=position,
-            recorded=recorded,
-            attempted=name,
-        )
 
     # Reading the journal -------------------------------------------------
 
@@ -759,19 +512,3 @@ def _status(value: ExecutionStatus | str) -> ExecutionStatus:
         raise ConfigurationError(
             f"unknown execution status {value!r}; use one of {valid}"
         ) from None
-
-
-def _step_failed(
-    execution_id: str, failure: StepFailure, error: dict[str, Any]
-) -> StepFailed:
-    return StepFailed(
-        f"step {failure.step!r} (position {failure.position}) of execution "
-        f"{execution_id} failed after {failure.attempt} attempt(s): "
-        f"{error.get('type')}: {error.get('message')}",
-        execution_id=execution_id,
-        step=failure.step,
-        position=failure.position,
-        attempts=failure.attempt,
-        error_type=error.get("type"),
-        error_message=error.get("message"),
-    )

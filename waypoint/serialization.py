@@ -112,7 +112,7 @@ class Codec:
                 )
             return json.dumps(value, separators=(",", ":"))
         try:
-            return self._adapter.dump_json(value, warnings="error").decode()
+            return self._adapter.serializer.to_json(value, warnings="error").decode()
         except (pydantic_core.PydanticSerializationError, ValueError) as exc:
             raise SerializationError(
                 f"{self.owner} produced a {type_name(value)}, which cannot be "
@@ -154,25 +154,39 @@ def return_codec(fn: Callable[..., Any], owner: str) -> Codec:
 # Arguments ---------------------------------------------------------------
 
 
-def _hash_default(value: Any) -> Any:
-    if isinstance(value, set | frozenset):
-        return sorted((_hashable_json(item) for item in value), key=str)
-    try:
-        return pydantic_core.to_jsonable_python(value)
-    except pydantic_core.PydanticSerializationError:
-        # An object with no JSON form hashes as its type: its identity (and
-        # so its repr) differs between processes, its type does not.
-        return f"<{type_name(value)}>"
+def _hash_fallback(value: Any) -> Any:
+    # An object with no JSON form hashes as its type: its identity (and so
+    # its repr) differs between processes, its type does not.
+    return f"<{type_name(value)}>"
 
 
-def _hashable_json(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=_hash_default))
+def _canonical(value: Any) -> Any:
+    """``value`` with every set turned into a sorted list.
+
+    A set of strings iterates in an order that changes from process to
+    process (hash randomisation), so it would hash differently on replay.
+    """
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return value
+    if kind is set or kind is frozenset:
+        items = [_canonical(item) for item in value]
+        return sorted(items, key=lambda item: pydantic_core.to_json(item))
+    if kind is list or kind is tuple:
+        return [_canonical(item) for item in value]
+    if kind is dict:
+        return {key: _canonical(item) for key, item in value.items()}
+    return value
 
 
 def arguments_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """A short, process-independent digest of a step's arguments."""
-    text = json.dumps([args, kwargs], default=_hash_default, separators=(",", ":"))
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    payload = (
+        _canonical(args) if args else (),
+        _canonical(kwargs) if kwargs else {},
+    )
+    text = pydantic_core.to_json(payload, fallback=_hash_fallback)
+    return hashlib.blake2b(text, digest_size=8).hexdigest()
 
 
 def _parameter_codecs(fn: Callable[..., Any]) -> dict[str, Codec]:
@@ -216,7 +230,7 @@ def decode_arguments(
     arguments = {
         name: codecs[name].decode(json.dumps(value)) for name, value in raw.items()
     }
-    bound = inspect.BoundArguments(signature, arguments)  # type: ignore[arg-type]
+    bound = inspect.BoundArguments(signature, arguments)
     return bound.args, bound.kwargs
 
 

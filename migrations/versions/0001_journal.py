@@ -1,4 +1,4 @@
-"""The journal: executions and their append-only events.
+"""The journal: executions, their checkpoints, and their append-only events.
 
 Revision ID: 0001
 Revises:
@@ -24,7 +24,6 @@ SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 EVENT_KINDS = (
     "execution_started",
     "execution_resumed",
-    "step_completed",
     "step_retried",
     "step_failed",
     "execution_completed",
@@ -56,6 +55,31 @@ def upgrade() -> None:
     )
     op.create_index("ix_executions_workflow", "executions", ["workflow"])
 
+    # One row per completed step, keyed by its position: the primary key is
+    # what holds a position to one checkpoint (the database, not only the
+    # code), and on SQLite the table is clustered on it (WITHOUT ROWID), so
+    # recording a step writes one B-tree and replay reads one range.
+    op.create_table(
+        "steps",
+        sa.Column(
+            "execution_id",
+            sa.Text(),
+            sa.ForeignKey("executions.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("position", sa.Integer(), nullable=False),
+        sa.Column("step", sa.Text(), nullable=False),
+        sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("args_hash", sa.Text(), nullable=False),
+        sa.Column("result", sa.Text(), nullable=False),
+        sa.Column("started_at", TIME, nullable=False),
+        sa.Column("completed_at", TIME, nullable=False),
+        sa.PrimaryKeyConstraint("execution_id", "position", name="pk_steps"),
+        sqlite_with_rowid=False,
+    )
+
+    # Everything else that happens to an execution, in order: its start,
+    # resumes, failed attempts and its one terminal event.
     op.create_table(
         "events",
         sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
@@ -71,7 +95,6 @@ def upgrade() -> None:
         sa.Column("attempt", sa.Integer(), nullable=True),
         sa.Column("args_hash", sa.Text(), nullable=True),
         sa.Column("payload", sa.Text(), nullable=True),
-        sa.Column("started_at", TIME, nullable=True),
         sa.Column("at", TIME, nullable=False),
         sa.CheckConstraint(
             "kind IN (" + ", ".join(f"'{k}'" for k in EVENT_KINDS) + ")",
@@ -79,17 +102,6 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_events_execution", "events", ["execution_id", "seq"])
-    # The database, not only the code, holds each position to one checkpoint
-    # and each execution to one terminal event.
-    checkpoint = sa.text("kind = 'step_completed'")
-    op.create_index(
-        "uq_events_checkpoint",
-        "events",
-        ["execution_id", "position"],
-        unique=True,
-        sqlite_where=checkpoint,
-        postgresql_where=checkpoint,
-    )
     terminal = sa.text("kind IN ('execution_completed', 'execution_failed')")
     op.create_index(
         "uq_events_terminal",
@@ -103,4 +115,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("events")
+    op.drop_table("steps")
     op.drop_table("executions")

@@ -3,7 +3,7 @@
 ``memory://``                     ``MemoryStore``, for tests and fuzzing
 ``sqlite:///relative/path.db``    ``SQLiteStore``, the embedded default
 ``sqlite:////absolute/path.db``
-``postgresql://user@host/db``     ``PostgresStore`` (``pip install waypoint-sdk[postgres]``)
+``postgresql://user@host/db``     ``PostgresStore`` (the ``postgres`` extra)
 
 With no URL, ``WAYPOINT_DSN`` is used when set, else ``sqlite:///waypoint.db``
 in the working directory.

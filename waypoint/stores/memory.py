@@ -22,6 +22,7 @@ from waypoint.journal import (
     Execution,
     ExecutionStatus,
     StepFailure,
+    merge_history,
     utc_from_timestamp,
 )
 from waypoint.stores.base import Store
@@ -162,7 +163,11 @@ class MemoryStore(Store):
         if not free:
             return Claim(row.execution(), claimed=False, holder=row.owner)
         previous = row.owner
-        row.owner, row.lease_expires_at, row.updated_at = owner, now + lease_seconds, now
+        row.owner, row.lease_expires_at, row.updated_at = (
+            owner,
+            now + lease_seconds,
+            now,
+        )
         self._append(
             row, EventKind.EXECUTION_RESUMED, now, payload={"previous_owner": previous}
         )
@@ -177,7 +182,7 @@ class MemoryStore(Store):
         self, owner: str, lease_seconds: float, limit: int
     ) -> list[str]:
         now = time.time()
-        taken = []
+        taken: list[str] = []
         for row in self._rows.values():
             if len(taken) >= limit:
                 break
@@ -243,19 +248,6 @@ class MemoryStore(Store):
             )
         row.checkpoints[checkpoint.position] = checkpoint
         row.updated_at = checkpoint.completed_at
-        fields = {
-            "position": checkpoint.position,
-            "step": checkpoint.step,
-            "attempt": checkpoint.attempt,
-        }
-        self._append(row, EventKind.STEP_STARTED, checkpoint.started_at, **fields)
-        self._append(
-            row,
-            EventKind.STEP_COMPLETED,
-            checkpoint.completed_at,
-            payload=json.loads(checkpoint.result),
-            **fields,
-        )
 
     async def record_failure(
         self, execution_id: str, owner: str, failure: StepFailure
@@ -295,7 +287,9 @@ class MemoryStore(Store):
         self._append(row, kind, now, payload=json.loads(payload or "null"))
 
     async def history(self, execution_id: str) -> list[Event]:
-        return list(self._row(execution_id).events)
+        row = self._row(execution_id)
+        checkpoints = sorted(row.checkpoints.values(), key=lambda c: c.position)
+        return merge_history(execution_id, row.events, checkpoints)
 
     async def record_effect(
         self, key: str, *, execution_id: str | None = None, detail: str = ""

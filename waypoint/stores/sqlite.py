@@ -40,6 +40,7 @@ from waypoint.journal import (
     Execution,
     ExecutionStatus,
     StepFailure,
+    merge_history,
     utc_from_timestamp,
 )
 from waypoint.stores.base import Store
@@ -61,10 +62,10 @@ _EXECUTION_COLUMNS = (
 )
 
 _RECORD_STEP = """
-INSERT INTO events
-    (execution_id, kind, position, step, attempt, args_hash, payload,
-     started_at, at)
-SELECT ?, 'step_completed', ?, ?, ?, ?, ?, ?, ?
+INSERT INTO steps
+    (execution_id, position, step, attempt, args_hash, result, started_at,
+     completed_at)
+SELECT ?, ?, ?, ?, ?, ?, ?, ?
 WHERE EXISTS (SELECT 1 FROM executions WHERE id = ? AND owner = ?)
 """
 
@@ -75,11 +76,16 @@ SELECT ?, ?, ?, ?, ?, ?, ?, ?
 WHERE EXISTS (SELECT 1 FROM executions WHERE id = ? AND owner = ?)
 """
 
+# Checkpoints and failed attempts in one query, in position order.
 _LOAD_STEPS = """
-SELECT kind, position, step, attempt, args_hash, payload, started_at, at
+SELECT 'step_completed', position, step, attempt, args_hash, result,
+       started_at, completed_at, 0
+FROM steps WHERE execution_id = ?
+UNION ALL
+SELECT kind, position, step, attempt, args_hash, payload, NULL, at, seq
 FROM events
-WHERE execution_id = ? AND kind IN ('step_completed', 'step_retried', 'step_failed')
-ORDER BY position, seq
+WHERE execution_id = ? AND kind IN ('step_retried', 'step_failed')
+ORDER BY 2, 9
 """
 
 
@@ -296,8 +302,8 @@ class SQLiteStore(Store):
                 (execution_id, json.dumps({"previous_owner": holder}), now),
             )
             checkpoints, failures = [], []
-            for kind, pos, step, attempt, h, payload, started, at in db.execute(
-                _LOAD_STEPS, (execution_id,)
+            for kind, pos, step, attempt, h, payload, started, at, _ in db.execute(
+                _LOAD_STEPS, (execution_id, execution_id)
             ):
                 if kind == "step_completed":
                     checkpoints.append(
@@ -492,40 +498,35 @@ class SQLiteStore(Store):
     async def history(self, execution_id: str) -> list[Event]:
         with _translated(self):
             rows = self._db.execute(
-                "SELECT seq, kind, position, step, attempt, payload, started_at, at "
+                "SELECT seq, kind, position, step, attempt, payload, at "
                 "FROM events WHERE execution_id = ? ORDER BY seq",
+                (execution_id,),
+            ).fetchall()
+            steps = self._db.execute(
+                "SELECT position, step, attempt, result, started_at, completed_at "
+                "FROM steps WHERE execution_id = ? ORDER BY position",
                 (execution_id,),
             ).fetchall()
         if not rows:
             await self.get_execution(execution_id)
-        events = []
-        for seq, kind, position, step, attempt, payload, started_at, at in rows:
-            if kind == EventKind.STEP_COMPLETED and started_at is not None:
-                # The start is written with the completion, in one row.
-                events.append(
-                    Event(
-                        seq,
-                        execution_id,
-                        EventKind.STEP_STARTED,
-                        utc_from_timestamp(started_at),
-                        position,
-                        step,
-                        attempt,
-                    )
-                )
-            events.append(
-                Event(
-                    seq,
-                    execution_id,
-                    EventKind(kind),
-                    utc_from_timestamp(at),
-                    position,
-                    step,
-                    attempt,
-                    _payload(payload),
-                )
+        events = [
+            Event(
+                seq,
+                execution_id,
+                EventKind(kind),
+                utc_from_timestamp(at),
+                position,
+                step,
+                attempt,
+                _payload(payload),
             )
-        return events
+            for seq, kind, position, step, attempt, payload, at in rows
+        ]
+        checkpoints = [
+            Checkpoint(position, step, "", attempt, result, started, completed)
+            for position, step, attempt, result, started, completed in steps
+        ]
+        return merge_history(execution_id, events, checkpoints)
 
     # The effect ledger --------------------------------------------------
 
