@@ -1,0 +1,127 @@
+"""The child side of kill mode: run or resume one workflow, freeze at a point.
+
+Started by ``pytest_waypoint.kill`` as ``python -m pytest_waypoint._child
+REPORT_FD``. It reads one JSON request line on stdin, runs the workflow, and
+writes JSON lines to the report pipe: ``ready`` (when a start gate was asked
+for), ``crash`` (the armed point was reached) and ``result``. After ``crash``
+it blocks reading stdin, with the event loop frozen inside the runtime's
+hook, until the parent kills it with SIGKILL: nothing after the crash point
+runs, not even a ``finally``. If the parent goes away instead, stdin reaches
+end of file and the child leaves at once rather than linger as an orphan.
+
+This module is the child's ``__main__``; the parent never imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import sys
+from typing import Any, BinaryIO
+
+#: Exit status when the parent vanished while the child waited for it.
+ORPHANED_EXIT = 70
+
+
+def _resolve(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    obj: Any = module
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class _Channel:
+    def __init__(self, report: BinaryIO, control: BinaryIO) -> None:
+        self.report = report
+        self.control = control
+
+    def send(self, **message: Any) -> None:
+        self.report.write(json.dumps(message).encode() + b"\n")
+        self.report.flush()
+
+    def wait_for_parent(self) -> None:
+        if not self.control.readline():
+            os._exit(ORPHANED_EXIT)
+
+    def freeze(self) -> None:
+        # The parent answers a crash report only with SIGKILL; end of file
+        # means it died first.
+        self.control.read()
+        os._exit(ORPHANED_EXIT)
+
+
+async def _main(request: dict[str, Any], channel: _Channel) -> None:
+    from pytest_waypoint.schedule import parse_point
+    from waypoint import Waypoint
+    from waypoint.decorators import workflow_definition
+    from waypoint.hooks import CrashSite, armed
+    from waypoint.serialization import type_name
+
+    for entry in reversed(request["sys_path"]):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    # Workflow code that opens its own store (an effect ledger, say) finds the
+    # same database through the runtime's default.
+    os.environ["WAYPOINT_DSN"] = request["dsn"]
+    crash_at = parse_point(request["crash_at"]) if request["crash_at"] else None
+    sites: list[str] = []
+
+    def hook(site: CrashSite) -> None:
+        sites.append(site.point)
+        if crash_at is not None and crash_at.matches(site):
+            channel.send(
+                event="crash",
+                point=site.point,
+                position=site.position,
+                sites=sites,
+            )
+            channel.freeze()
+
+    fn = _resolve(request["target"])
+    definition = workflow_definition(fn)
+    execution_id = request["execution_id"]
+    async with Waypoint(request["dsn"], lease_seconds=request["lease_seconds"]) as wp:
+        if request["gate"]:
+            channel.send(event="ready")
+            channel.wait_for_parent()
+        try:
+            with armed(hook):
+                if request["resume"]:
+                    output = await wp.resume(execution_id)
+                else:
+                    output = await wp.run(
+                        fn,
+                        *request["args"],
+                        execution_id=execution_id,
+                        **request["kwargs"],
+                    )
+        except Exception as exc:
+            channel.send(
+                event="result",
+                status="failed",
+                error_type=type_name(exc),
+                error_message=str(exc),
+                sites=sites,
+            )
+            return
+    channel.send(
+        event="result",
+        status="completed",
+        output=definition.codec.encode(output),
+        sites=sites,
+    )
+
+
+def main() -> None:
+    report = os.fdopen(int(sys.argv[1]), "wb")
+    control = sys.stdin.buffer
+    request = json.loads(control.readline())
+    asyncio.run(_main(request, _Channel(report, control)))
+
+
+if __name__ == "__main__":
+    main()

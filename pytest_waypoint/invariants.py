@@ -1,0 +1,340 @@
+"""What a crash scenario left behind, and the six invariants checked on it.
+
+The checks read only what any crash driver can observe: the crash sites each
+run segment reached (a driver in this process sees them through the armed
+hook; a child process reports them to its parent), the journal, and the
+effect ledger in the store's database. So the same checks hold whether the
+crash was raised in process or made with SIGKILL, and for one crash or many.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from waypoint.hooks import CrashPhase
+from waypoint.journal import Event, EventKind, ExecutionStatus
+
+from pytest_waypoint.schedule import CrashPoint, Schedule
+
+__all__ = [
+    "INVARIANTS",
+    "Invariant",
+    "Outcome",
+    "ScenarioRun",
+    "Segment",
+    "Site",
+    "Violation",
+    "check",
+    "check_alone",
+]
+
+
+class Invariant(enum.IntEnum):
+    """The invariants of DESIGN.md, numbered as there."""
+
+    NO_RERUN_AFTER_COMMIT = 1
+    SAME_OUTPUT = 2
+    JOURNAL_WELL_FORMED = 3
+    EFFECTS_ONCE = 4
+    SAME_STEPS = 5
+    TERMINATES = 6
+
+    @property
+    def text(self) -> str:
+        return INVARIANTS[self]
+
+
+INVARIANTS = {
+    Invariant.NO_RERUN_AFTER_COMMIT: "a step whose checkpoint was committed "
+    "never runs again",
+    Invariant.SAME_OUTPUT: "the final output equals the uncrashed run's output",
+    Invariant.JOURNAL_WELL_FORMED: "one checkpoint per position, no gaps, one "
+    "terminal event",
+    Invariant.EFFECTS_ONCE: "each side effect happens once per idempotency key",
+    Invariant.SAME_STEPS: "the resumed run makes the same steps as the journal",
+    Invariant.TERMINATES: "the schedule ends in a terminal state within its "
+    "resumes",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A crash site a segment reached: ``point`` written ``name#k@phase``."""
+
+    point: str
+    phase: CrashPhase
+    position: int | None
+
+
+@dataclass(slots=True)
+class Segment:
+    """One run of an execution: its start or a resume, until it ended or died.
+
+    ``crashed_at`` is the scheduled point that stopped it; ``error`` an
+    exception that ended it otherwise (a recorded workflow failure, or a
+    runtime error such as ``NonDeterminismError``). LLM figures count the
+    model calls this segment made.
+    """
+
+    resume: bool
+    sites: list[Site] = field(default_factory=list)
+    crashed_at: CrashPoint | None = None
+    error: BaseException | None = None
+    llm_calls: int = 0
+    llm_tokens: int = 0
+
+    def body_runs(self) -> Counter[int]:
+        """How many times each position's body started in this segment."""
+        runs: Counter[int] = Counter()
+        for site in self.sites:
+            if site.phase is not CrashPhase.BEFORE or site.position is None:
+                continue
+            if self.crashed_at is not None and site is self.sites[-1]:
+                continue  # the crash came before the body started
+            runs[site.position] += 1
+        return runs
+
+    def committed(self) -> set[int]:
+        return {
+            s.position
+            for s in self.sites
+            if s.phase is CrashPhase.AFTER_COMMIT and s.position is not None
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the store holds for the execution once the scenario is over.
+
+    ``effects`` maps each effect to how many times it took effect (distinct
+    idempotency keys); ``steps`` is the position -> step name of each
+    committed checkpoint.
+    """
+
+    status: ExecutionStatus
+    output: Any
+    error: dict[str, Any] | None
+    events: tuple[Event, ...]
+    effects: dict[str, int]
+
+    @property
+    def steps(self) -> dict[int, str]:
+        return {
+            e.position: e.step or ""
+            for e in self.events
+            if e.kind is EventKind.STEP_COMPLETED and e.position is not None
+        }
+
+
+@dataclass(slots=True)
+class ScenarioRun:
+    """One schedule played against one execution, and what it left."""
+
+    schedule: Schedule
+    execution_id: str
+    segments: list[Segment]
+    outcome: Outcome
+
+    @property
+    def fired(self) -> list[CrashPoint]:
+        return [s.crashed_at for s in self.segments if s.crashed_at is not None]
+
+    @property
+    def unfired(self) -> list[CrashPoint]:
+        return list(self.schedule.points[len(self.fired) :])
+
+    def reruns(self) -> int:
+        """Step bodies started more than once, over all segments."""
+        total: Counter[int] = Counter()
+        for segment in self.segments:
+            total.update(segment.body_runs())
+        return sum(n - 1 for n in total.values() if n > 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    invariant: Invariant
+    schedule: Schedule
+    expected: str
+    actual: str
+    execution_id: str = ""
+    duplicates: int = 0
+
+    def describe(self, reproduce: str = "") -> str:
+        lines = [
+            f"invariant {self.invariant.value} broken: {self.invariant.text}",
+            f"  schedule:  {self.schedule}",
+            f"  expected:  {self.expected}",
+            f"  actual:    {self.actual}",
+        ]
+        if self.execution_id:
+            lines.append(f"  execution: {self.execution_id}")
+        if reproduce:
+            lines.append(f"  reproduce: {reproduce}")
+        return "\n".join(lines)
+
+
+def check_alone(run: ScenarioRun) -> list[Violation]:
+    """The invariants that need no reference run: 1, 3, 5 (replay), 6."""
+    found = [*_rerun_after_commit(run), *_journal(run), *_diverged(run)]
+    if not run.outcome.status.terminal:
+        last = run.segments[-1]
+        why = f"; the last run ended with {_error(last.error)}" if last.error else ""
+        found.append(
+            _violation(
+                run,
+                Invariant.TERMINATES,
+                f"completed or failed after at most {len(run.schedule)} resume(s)",
+                f"still running after {len(run.segments) - 1} resume(s){why}",
+            )
+        )
+    return found
+
+
+def check(reference: ScenarioRun, run: ScenarioRun) -> list[Violation]:
+    """Every invariant of ``run``, against the uncrashed ``reference`` run."""
+    found = check_alone(run)
+    ref, out = reference.outcome, run.outcome
+    if out.status.terminal:
+        expected, actual = _result(ref), _result(out)
+        if expected != actual:
+            found.append(_violation(run, Invariant.SAME_OUTPUT, expected, actual))
+        if out.status is ExecutionStatus.COMPLETED and out.steps != ref.steps:
+            found.append(
+                _violation(
+                    run,
+                    Invariant.SAME_STEPS,
+                    _steps(ref.steps),
+                    _steps(out.steps),
+                )
+            )
+    found.extend(_effects(ref.effects, run))
+    return sorted(found, key=lambda v: v.invariant)
+
+
+def _violation(
+    run: ScenarioRun,
+    invariant: Invariant,
+    expected: str,
+    actual: str,
+    duplicates: int = 0,
+) -> Violation:
+    return Violation(
+        invariant, run.schedule, expected, actual, run.execution_id, duplicates
+    )
+
+
+def _rerun_after_commit(run: ScenarioRun) -> list[Violation]:
+    found = []
+    committed: set[int] = set()
+    for segment in run.segments:
+        again = sorted(set(segment.body_runs()) & committed)
+        if again:
+            found.append(
+                _violation(
+                    run,
+                    Invariant.NO_RERUN_AFTER_COMMIT,
+                    f"positions {again} replayed from the journal",
+                    f"their bodies ran again in a resume (positions {again})",
+                )
+            )
+        committed |= segment.committed()
+    return found
+
+
+def _journal(run: ScenarioRun) -> list[Violation]:
+    events = run.outcome.events
+    completed = Counter(
+        e.position for e in events if e.kind is EventKind.STEP_COMPLETED
+    )
+    problems = [
+        f"{n} checkpoints at position {p}" for p, n in sorted(completed.items()) if n > 1
+    ]
+    if run.outcome.status is ExecutionStatus.COMPLETED:
+        positions = {p for p in completed if p is not None}
+        gaps = sorted(set(range(max(positions, default=-1) + 1)) - positions)
+        if gaps:
+            problems.append(f"no checkpoint at positions {gaps}")
+    terminal = sum(1 for e in events if e.kind in _TERMINAL)
+    if run.outcome.status.terminal and terminal != 1:
+        problems.append(f"{terminal} terminal events")
+    if not problems:
+        return []
+    return [
+        _violation(
+            run,
+            Invariant.JOURNAL_WELL_FORMED,
+            "one checkpoint per position 0..n-1 and one terminal event",
+            "; ".join(problems),
+        )
+    ]
+
+
+def _diverged(run: ScenarioRun) -> list[Violation]:
+    from waypoint.errors import NonDeterminismError
+
+    for segment in run.segments:
+        if isinstance(segment.error, NonDeterminismError):
+            first = str(segment.error).splitlines()
+            detail = " | ".join(line.strip() for line in first[:5])
+            return [
+                _violation(
+                    run,
+                    Invariant.SAME_STEPS,
+                    "the resume calls the journal's steps with the same arguments",
+                    detail,
+                )
+            ]
+    return []
+
+
+def _effects(expected: dict[str, int], run: ScenarioRun) -> list[Violation]:
+    actual = run.outcome.effects
+    wrong = {
+        name: (expected.get(name, 0), actual.get(name, 0))
+        for name in sorted(set(expected) | set(actual))
+        if expected.get(name, 0) != actual.get(name, 0)
+    }
+    if not wrong:
+        return []
+    duplicates = sum(max(0, got - want) for want, got in wrong.values())
+    return [
+        _violation(
+            run,
+            Invariant.EFFECTS_ONCE,
+            ", ".join(f"{name!r} x{want}" for name, (want, _) in wrong.items())
+            + " (as in the uncrashed run)",
+            ", ".join(f"{name!r} x{got}" for name, (_, got) in wrong.items()),
+            duplicates,
+        )
+    ]
+
+
+_TERMINAL = frozenset({EventKind.EXECUTION_COMPLETED, EventKind.EXECUTION_FAILED})
+
+
+def _result(outcome: Outcome) -> str:
+    if outcome.status is ExecutionStatus.COMPLETED:
+        return f"completed with {_short(outcome.output)}"
+    error = outcome.error or {}
+    return f"failed with {error.get('type')}: {error.get('message')}"
+
+
+def _steps(steps: dict[int, str]) -> str:
+    return _short([f"{p}:{name}" for p, name in sorted(steps.items())])
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error(error: BaseException | None) -> str:
+    if error is None:
+        return "nothing"
+    first = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {first}"
+
