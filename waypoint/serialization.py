@@ -12,6 +12,7 @@ which annotation to add. There is no pickle anywhere.
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import inspect
 import json
@@ -115,8 +116,8 @@ class Codec:
             return self._adapter.serializer.to_json(value, warnings="error").decode()
         except (pydantic_core.PydanticSerializationError, ValueError) as exc:
             raise SerializationError(
-                f"{self.owner} produced a {type_name(value)}, which cannot be "
-                f"stored as {_annotation_name(self.annotation)}: {exc}",
+                f"{self.owner}: a {type_name(value)} cannot be stored as "
+                f"{_annotation_name(self.annotation)}: {exc}",
                 step=self.owner,
                 type_name=type_name(value),
             ) from exc
@@ -189,13 +190,14 @@ def arguments_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     return hashlib.blake2b(text, digest_size=8).hexdigest()
 
 
+@functools.cache
 def _parameter_codecs(fn: Callable[..., Any]) -> dict[str, Codec]:
     hints = _hints(fn)
     codecs = {}
     for param in inspect.signature(fn).parameters.values():
         annotation = hints.get(param.name, Any)
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
-            annotation = list[annotation]  # type: ignore[valid-type]
+            annotation = tuple[annotation, ...]  # type: ignore[valid-type]
         elif param.kind is inspect.Parameter.VAR_KEYWORD:
             annotation = dict[str, annotation]  # type: ignore[valid-type]
         codecs[param.name] = Codec(

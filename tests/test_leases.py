@@ -1,0 +1,91 @@
+"""One runner per execution: leases, their renewal, and recover()."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from waypoint import (
+    ExecutionBusy,
+    ExecutionStatus,
+    Store,
+    Waypoint,
+    checkpoint,
+    workflow,
+)
+
+ran: list[str] = []
+
+
+@checkpoint
+async def nap(seconds: float) -> float:
+    ran.append("nap")
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+@workflow
+async def napping(seconds: float) -> float:
+    return await nap(seconds)
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    ran.clear()
+
+
+async def test_a_second_runtime_cannot_resume_a_live_execution(
+    local_store: Store,
+) -> None:
+    async with Waypoint(local_store, lease_seconds=0.3) as first:
+        execution_id = await first.start(napping, 0.9)
+        await asyncio.sleep(0.6)  # past the first lease: renewal must hold it
+        async with Waypoint(local_store) as second:
+            with pytest.raises(ExecutionBusy) as raised:
+                await second.resume(execution_id)
+        assert await first.resume(execution_id) == 0.9
+
+    assert raised.value.owner == first.owner
+    assert "lease expires" in str(raised.value)
+    assert ran == ["nap"]
+
+
+async def test_recover_resumes_executions_whose_lease_expired(
+    local_store: Store,
+) -> None:
+    # A runner on another host started these and died; their leases lapse.
+    for n in range(3):
+        await local_store.create_execution(
+            f"orphan-{n}", "napping", '{"seconds": 0.0}', "gone-host:1:dead", 0.05
+        )
+    await local_store.create_execution(
+        "alive", "napping", '{"seconds": 0.0}', "busy-host:2:live", 60
+    )
+    await asyncio.sleep(0.1)
+
+    async with Waypoint(local_store) as wp:
+        recovered = await wp.recover()
+        again = await wp.recover()
+        statuses = {e.execution_id: e.status async for e in wp.executions()}
+
+    assert sorted(recovered) == ["orphan-0", "orphan-1", "orphan-2"]
+    assert again == []
+    assert ran == ["nap"] * 3
+    assert statuses["alive"] is ExecutionStatus.RUNNING
+    assert statuses["orphan-1"] is ExecutionStatus.COMPLETED
+
+
+async def test_recover_honours_its_limit(local_store: Store) -> None:
+    for n in range(3):
+        await local_store.create_execution(
+            f"o{n}", "napping", '{"seconds": 0.0}', "gone-host:1:dead", 0.01
+        )
+    await asyncio.sleep(0.05)
+
+    async with Waypoint(local_store) as wp:
+        first = await wp.recover(limit=2)
+        rest = await wp.recover(limit=2)
+
+    assert len(first) == 2
+    assert len(rest) == 1

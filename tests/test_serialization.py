@@ -1,0 +1,222 @@
+"""Typed JSON: replayed results come back equal and of the same type."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pydantic
+import pytest
+
+from waypoint import (
+    ExecutionStatus,
+    SerializationError,
+    Store,
+    Waypoint,
+    checkpoint,
+    workflow,
+)
+from waypoint.hooks import CrashSite, SimulatedCrash, armed
+from waypoint.serialization import arguments_hash
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Citation(pydantic.BaseModel):
+    url: str
+    score: float
+    tags: list[str] = []
+
+
+@dataclass
+class Finding:
+    title: str
+    found_at: dt.datetime
+    cost: Decimal
+
+
+SAMPLES: dict[str, tuple[Any, Any]] = {
+    "int": (int, 7),
+    "str": (str, "héllo"),
+    "none": (type(None), None),
+    "float": (float, 0.1),
+    "list": (list[int], [1, 2, 3]),
+    "dict": (dict[str, list[int]], {"a": [1], "b": []}),
+    "tuple": (tuple[int, str], (1, "x")),
+    "set": (set[str], {"b", "a"}),
+    "datetime": (dt.datetime, dt.datetime(2026, 12, 3, 9, 30, tzinfo=dt.UTC)),
+    "date": (dt.date, dt.date(2026, 1, 31)),
+    "uuid": (uuid.UUID, uuid.UUID("0190d6a2-7c4e-7abc-8def-0123456789ab")),
+    "enum": (Colour, Colour.BLUE),
+    "decimal": (Decimal, Decimal("19.99")),
+    "model": (Citation, Citation(url="https://a.example", score=0.5, tags=["x"])),
+    "dataclass": (
+        Finding,
+        Finding("t", dt.datetime(2026, 1, 1, tzinfo=dt.UTC), Decimal("0.10")),
+    ),
+    "nested": (
+        dict[str, list[Citation]],
+        {"refs": [Citation(url="u", score=1.0)]},
+    ),
+    "optional": (Decimal | None, None),
+}
+
+
+def _typed_workflow(annotation: Any, value: Any) -> Any:
+    seen: list[Any] = []
+
+    async def produce() -> Any:
+        return value
+
+    produce.__annotations__["return"] = annotation
+    step = checkpoint(name="produce")(produce)
+
+    async def typed() -> str:
+        result = await step()
+        seen.append(result)
+        return "done"
+
+    typed.__qualname__ = f"typed_{id(annotation)}"
+    return workflow(typed), seen
+
+
+@contextmanager
+def _crash_before_complete() -> Iterator[None]:
+    def hook(site: CrashSite) -> None:
+        if site.step is None:
+            raise SimulatedCrash(site)
+
+    with armed(hook):
+        yield
+
+
+@pytest.mark.parametrize("case", sorted(SAMPLES))
+async def test_a_replayed_result_has_the_same_type_and_value(
+    local_store: Store, case: str
+) -> None:
+    annotation, value = SAMPLES[case]
+    wf, seen = _typed_workflow(annotation, value)
+    async with Waypoint(local_store) as wp:
+        with _crash_before_complete(), pytest.raises(SimulatedCrash):
+            await wp.run(wf, execution_id=case)
+    async with Waypoint(local_store) as wp:
+        assert await wp.resume(case) == "done"
+
+    original, replayed = seen
+    assert replayed == value
+    assert type(replayed) is type(original)
+    if isinstance(value, Finding):
+        assert type(replayed.cost) is Decimal
+
+
+@checkpoint
+async def untyped_tuple():  # type: ignore[no-untyped-def]
+    return (1, 2)
+
+
+@checkpoint
+async def lying() -> int:
+    return "not an int"  # type: ignore[return-value]
+
+
+class Opaque:
+    pass
+
+
+@checkpoint
+async def opaque() -> Opaque:
+    return Opaque()
+
+
+after: list[str] = []
+
+
+@workflow
+async def storing(which: str) -> None:
+    step = {"untyped": untyped_tuple, "lying": lying, "opaque": opaque}[which]
+    await step()
+    after.append("moved on")
+
+
+@pytest.mark.parametrize(
+    ("which", "names"),
+    [
+        ("untyped", ["untyped_tuple", "tuple", "Annotate it"]),
+        ("lying", ["lying", "str", "int"]),
+        ("opaque", ["opaque", "Opaque", "cannot store as JSON"]),
+    ],
+)
+async def test_a_result_that_cannot_be_stored_is_refused_before_moving_on(
+    local_store: Store, which: str, names: list[str]
+) -> None:
+    after.clear()
+    async with Waypoint(local_store) as wp:
+        with pytest.raises(SerializationError) as raised:
+            await wp.run(storing, which, execution_id=which)
+        execution = await wp.execution(which)
+
+    for name in names:
+        assert name in str(raised.value)
+    assert after == []
+    # Fixing the annotation and resuming is possible: the run is not failed.
+    assert execution.status is ExecutionStatus.RUNNING
+
+
+@workflow
+async def with_models(citation: Citation, when: dt.date, *extra: int) -> str:
+    return f"{citation.url} {when.isoformat()} {sum(extra)}"
+
+
+async def test_workflow_input_is_rebuilt_with_its_annotations(
+    local_store: Store,
+) -> None:
+    def hook(site: CrashSite) -> None:
+        raise SimulatedCrash(site)
+
+    citation = Citation(url="u", score=0.1)
+    async with Waypoint(local_store) as wp:
+        with armed(hook), pytest.raises(SimulatedCrash):
+            await wp.run(with_models, citation, dt.date(2026, 2, 1), 1, 2)
+        (execution,) = [e async for e in wp.executions()]
+    async with Waypoint(local_store) as wp:
+        out = await wp.resume(execution.execution_id)
+
+    assert out == "u 2026-02-01 3"
+    assert execution.input == {
+        "citation": {"url": "u", "score": 0.1, "tags": []},
+        "when": "2026-02-01",
+        "extra": [1, 2],
+    }
+
+
+def test_argument_hashes_do_not_depend_on_the_process() -> None:
+    # Sets of strings iterate in a per-process order; the hash must not.
+    assert arguments_hash(({"b", "a", "c"},), {}) == arguments_hash(
+        ({"c", "a", "b"},), {}
+    )
+    assert arguments_hash((Opaque(),), {}) == arguments_hash((Opaque(),), {})
+    assert arguments_hash((1,), {}) != arguments_hash((2,), {})
+    assert arguments_hash((), {"k": 1}) != arguments_hash((1,), {})
+
+
+def test_stored_results_are_plain_json() -> None:
+    from waypoint.serialization import Codec
+
+    text = Codec(Finding, "step").encode(
+        Finding("t", dt.datetime(2026, 1, 1, tzinfo=dt.UTC), Decimal("1.5"))
+    )
+    assert json.loads(text) == {
+        "title": "t",
+        "found_at": "2026-01-01T00:00:00Z",
+        "cost": "1.5",
+    }
