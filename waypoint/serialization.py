@@ -126,7 +126,7 @@ class Codec:
         if self._adapter is None:
             return json.loads(text)
         try:
-            return self._adapter.validate_json(text)
+            return self._adapter.validator.validate_json(text)
         except pydantic.ValidationError as exc:
             raise SerializationError(
                 f"the recorded value of {self.owner} no longer fits its "
@@ -182,11 +182,13 @@ def _canonical(value: Any) -> Any:
 
 def arguments_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """A short, process-independent digest of a step's arguments."""
-    payload = (
-        _canonical(args) if args else (),
-        _canonical(kwargs) if kwargs else {},
-    )
-    text = pydantic_core.to_json(payload, fallback=_hash_fallback)
+    for arg in args:
+        if type(arg) not in _PLAIN_SCALARS:
+            args = _canonical(args)
+            break
+    if kwargs:
+        kwargs = _canonical(kwargs)
+    text = pydantic_core.to_json((args, kwargs), fallback=_hash_fallback)
     return hashlib.blake2b(text, digest_size=8).hexdigest()
 
 

@@ -76,16 +76,17 @@ SELECT ?, ?, ?, ?, ?, ?, ?, ?
 WHERE EXISTS (SELECT 1 FROM executions WHERE id = ? AND owner = ?)
 """
 
-# Checkpoints and failed attempts in one query, in position order.
-_LOAD_STEPS = """
-SELECT 'step_completed', position, step, attempt, args_hash, result,
-       started_at, completed_at, 0
+# Checkpoints in one query, read in primary-key (position) order.
+_LOAD_CHECKPOINTS = """
+SELECT position, step, args_hash, attempt, result, started_at, completed_at
 FROM steps WHERE execution_id = ?
-UNION ALL
-SELECT kind, position, step, attempt, args_hash, payload, NULL, at, seq
+"""
+
+_LOAD_FAILURES = """
+SELECT position, step, args_hash, attempt, payload, kind
 FROM events
 WHERE execution_id = ? AND kind IN ('step_retried', 'step_failed')
-ORDER BY 2, 9
+ORDER BY seq
 """
 
 
@@ -105,6 +106,21 @@ def _execution(row: sqlite3.Row | tuple[Any, ...]) -> Execution:
         completed_at=when(row[8]),
         owner=row[9],
         lease_expires_at=when(row[10]),
+    )
+
+
+def _failure(
+    position: int, step: str, args_hash: str, attempt: int, payload: str, kind: str
+) -> StepFailure:
+    record = json.loads(payload)
+    return StepFailure(
+        position,
+        step,
+        args_hash,
+        attempt,
+        json.dumps(record["error"]),
+        kind == "step_failed",
+        record.get("retry_in"),
     )
 
 
@@ -301,27 +317,13 @@ class SQLiteStore(Store):
                 "VALUES (?, 'execution_resumed', ?, ?)",
                 (execution_id, json.dumps({"previous_owner": holder}), now),
             )
-            checkpoints, failures = [], []
-            for kind, pos, step, attempt, h, payload, started, at, _ in db.execute(
-                _LOAD_STEPS, (execution_id, execution_id)
-            ):
-                if kind == "step_completed":
-                    checkpoints.append(
-                        Checkpoint(pos, step, h, attempt, payload, started, at)
-                    )
-                else:
-                    record = json.loads(payload)
-                    failures.append(
-                        StepFailure(
-                            pos,
-                            step,
-                            h,
-                            attempt,
-                            json.dumps(record["error"]),
-                            kind == "step_failed",
-                            record.get("retry_in"),
-                        )
-                    )
+            checkpoints = [
+                Checkpoint(*row)
+                for row in db.execute(_LOAD_CHECKPOINTS, (execution_id,))
+            ]
+            failures = [
+                _failure(*row) for row in db.execute(_LOAD_FAILURES, (execution_id,))
+            ]
         return Claim(
             execution, claimed=True, checkpoints=checkpoints, failures=failures
         )
