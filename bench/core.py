@@ -8,6 +8,7 @@ of the same shape, in the same journal mode and synchronous setting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import statistics
 import tempfile
@@ -83,10 +84,8 @@ async def _replay(store: Store, n: int) -> tuple[float, float, int]:
     async with Waypoint(store) as wp:
         start = time.perf_counter()
         with armed(_crash_before_complete):
-            try:
+            with contextlib.suppress(SimulatedCrash):
                 await wp.run(many_steps, n, execution_id=f"replay-{n}")
-            except SimulatedCrash:
-                pass
         first = time.perf_counter() - start
 
     statements: list[str] = []
