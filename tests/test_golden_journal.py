@@ -79,8 +79,11 @@ async def test_an_old_journal_replays_without_running_a_step(
             )
     ran.clear()
 
-    async with Waypoint(store) as wp:
-        out = await wp.resume(golden["execution_id"])
+    try:
+        async with Waypoint(store) as wp:
+            out = await wp.resume(golden["execution_id"])
+    finally:
+        await store.close()
 
     assert out == golden["output"]
     assert ran == []

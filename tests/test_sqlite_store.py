@@ -6,6 +6,7 @@ import asyncio
 import re
 import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,14 @@ async def greet(name: str) -> str:
     return await hello(name)
 
 
+async def _open_and_close(path: Path) -> None:
+    store = SQLiteStore(path)
+    await store.open()
+    await store.close()
+
+
 def _pragma(path: Path, name: str) -> object:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         return conn.execute(f"PRAGMA {name}").fetchone()[0]
 
 
@@ -105,9 +112,9 @@ async def test_a_missing_directory_is_named(tmp_path: Path) -> None:
 
 async def test_the_schema_comes_from_the_migrations(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
-    await SQLiteStore(path).open()
+    await _open_and_close(path)
 
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         (revision,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
 
@@ -117,8 +124,8 @@ async def test_the_schema_comes_from_the_migrations(tmp_path: Path) -> None:
 
 async def test_a_newer_schema_is_refused_with_what_to_do(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
-    await SQLiteStore(path).open()
-    with sqlite3.connect(path) as conn:
+    await _open_and_close(path)
+    with closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
 
     with pytest.raises(SchemaVersionError) as raised:
@@ -150,7 +157,7 @@ async def test_an_old_schema_is_upgraded_or_named_when_migration_is_off(
     store = SQLiteStore(path)
     await store.open()
     await store.close()
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         (revision,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
     assert revision == SCHEMA_REVISION
 
@@ -161,7 +168,7 @@ async def test_many_runtimes_opening_a_new_file_at_once_migrate_it_once(
     path = tmp_path / "shared.db"
     script = (
         "import asyncio, sys; from waypoint import SQLiteStore; "
-        "asyncio.run(SQLiteStore(sys.argv[1]).open())"
+        "s = SQLiteStore(sys.argv[1]); asyncio.run(s.open()); asyncio.run(s.close())"
     )
     procs = [
         await asyncio.create_subprocess_exec(sys.executable, "-c", script, str(path))
@@ -170,5 +177,5 @@ async def test_many_runtimes_opening_a_new_file_at_once_migrate_it_once(
     codes = [await p.wait() for p in procs]
 
     assert codes == [0, 0, 0, 0]
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         assert conn.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 1

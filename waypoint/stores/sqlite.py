@@ -190,15 +190,17 @@ class SQLiteStore(Store):
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False
             )
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the journal {self.path}: {exc}") from exc
         try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
             self._ensure_schema(conn)
-        except BaseException:
+        except BaseException as exc:
             conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open the journal {self.path}: {exc}") from exc
             raise
         self._conn = conn
 
