@@ -11,9 +11,16 @@ Reaping matters: the runtime resumes at once an execution whose lease names a
 dead process on this host, and a killed child stays "alive" (a zombie) until
 its parent has waited for it. Every outcome is returned only after the wait.
 
-The child's cost is its start-up (importing Python, pydantic and Waypoint);
-see ``bench/kill.py`` for the figures.
+The child's cost is its start-up (importing Python, pydantic and Waypoint),
+about 0.2 s, so a scenario of crash plus resume costs two of them; see
+``bench/kill.py``. A caller may resume in its own process with a fresh runtime
+when no later crash is armed, which halves that.
 """
+
+# TODO(kill-speed): a warm zygote (one process that has imported Waypoint and
+# the workflow, forking a child per run and reaping it for the parent) would
+# cut a child from ~0.2 s to a few ms; not done yet because the parent must
+# then learn of the reaping from the zygote before it may resume.
 
 from __future__ import annotations
 
@@ -31,8 +38,10 @@ from typing import Any
 
 from pytest_waypoint.schedule import CrashPoint
 from waypoint.errors import ConfigurationError, WaypointError
+from waypoint.stores.base import Store
+from waypoint.stores.sqlite import SQLiteStore
 
-__all__ = ["ChildOutcome", "ChildProcess", "ChildStatus", "run_child"]
+__all__ = ["ChildOutcome", "ChildProcess", "ChildStatus", "child_dsn", "run_child"]
 
 #: How long a child may take before it is killed and reported as timed out.
 #: Start-up alone takes a few hundred milliseconds on a loaded machine.
@@ -110,6 +119,31 @@ class ChildOutcome:
         return f"{self.status.value} (exit {self.returncode}): {tail[0]}"
 
 
+def child_dsn(store: Store) -> str:
+    """A URL from which a child process opens the same journal as ``store``.
+
+    A SQLite path becomes absolute (the child may not share the working
+    directory's meaning); a PostgreSQL store in a schema of its own passes the
+    schema as the ``search_path`` server setting, which asyncpg reads from
+    the URL's query.
+    """
+    if isinstance(store, SQLiteStore):
+        query = "?durability=power" if store.durability == "power" else ""
+        return f"sqlite:///{store.path.resolve()}{query}"
+    if store.dsn.startswith(("postgresql://", "postgres://")):
+        # The store keeps its URL with the password for connecting; the public
+        # ``dsn`` is redacted.
+        dsn = str(getattr(store, "_dsn", store.dsn))
+        schema = getattr(store, "schema", None)
+        if schema is None:
+            return dsn
+        return f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}"
+    raise ConfigurationError(
+        f"kill mode needs a journal a child process can open, and {store!r} "
+        "lives in this process only: use a SQLite file or PostgreSQL"
+    )
+
+
 def _decode_json(text: str, kind: type, what: str) -> Any:
     try:
         value = json.loads(text)
@@ -126,8 +160,7 @@ def _decode_json(text: str, kind: type, what: str) -> Any:
 
 
 def _check_target(target: str) -> None:
-    module, sep, attr = target.partition(":") if isinstance(target, str) else ("", "", "")
-    if not sep or not module or not attr:
+    if not isinstance(target, str) or not all(target.partition(":")):
         raise ConfigurationError(
             f"bad workflow reference {target!r}: write 'package.module:function' "
             "with a module the child can import"
@@ -262,8 +295,14 @@ class ChildProcess:
             return await self._finish(ChildStatus.DIED, {})
         if message["event"] == "crash":
             return await self._finish(ChildStatus.CRASHED, message)
-        status = ChildStatus(message["status"])
-        return await self._finish(status, message)
+        if message["event"] != "result":
+            await self.kill()
+            raise WaypointError(
+                f"child {self.pid} said {message!r} where a crash or a result "
+                "was due: a child started with gate=True needs ready() and "
+                "go() before outcome()"
+            )
+        return await self._finish(ChildStatus(message["status"]), message)
 
     async def kill(self) -> None:
         """SIGKILL the child and reap it; safe to call when it has ended."""

@@ -2,8 +2,7 @@
 
 A child imports this module by name (``workflows_for_kill:pipeline``), so it
 must import cleanly on its own. Steps record their side effects in the effect
-ledger of the journal's own database: the store that ``use_ledger`` set, or
-else the one ``WAYPOINT_DSN`` names, which is how a child finds it.
+ledger, which lives in the journal's own database and so outlives the child.
 """
 
 from __future__ import annotations
@@ -11,42 +10,21 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from waypoint import Store, checkpoint, current_step, workflow
-from waypoint.stores import open_store
-
-_ledger: Store | None = None
-
-
-def use_ledger(store: Store | None) -> None:
-    """Record effects in ``store`` (None: the store ``WAYPOINT_DSN`` names)."""
-    global _ledger
-    _ledger = store
-
-
-async def effect(detail: str) -> int:
-    """Apply a side effect once more under the running step's key."""
-    global _ledger
-    if _ledger is None:
-        _ledger = open_store()
-    if not _ledger.is_open:
-        await _ledger.open()
-    step = current_step()
-    return await _ledger.record_effect(
-        step.idempotency_key, execution_id=step.execution_id, detail=detail
-    )
+from pytest_waypoint.effects import apply
+from waypoint import checkpoint, workflow
 
 
 @checkpoint
 async def fetch(i: int) -> str:
     # Yield once, so that concurrent runners really interleave.
     await asyncio.sleep(0)
-    await effect(f"fetch {i}")
+    await apply("fetch", str(i))
     return f"item-{i}"
 
 
 @checkpoint
 async def publish(text: str) -> str:
-    await effect("publish")
+    await apply("publish")
     return text.upper()
 
 
@@ -73,11 +51,14 @@ async def buffered(items: list[str], path: str) -> list[str]:
         for item in items:
             await collect(item)
     finally:
-        out = Path(path)
-        lines = out.read_text().splitlines() if out.exists() else []
-        out.write_text("\n".join([*lines, *_buffer]) + "\n")
-        _buffer.clear()
-    return Path(path).read_text().split()
+        _flush(Path(path))
+    return Path(path).read_text().split()  # noqa: ASYNC240 - a tiny local file
+
+
+def _flush(out: Path) -> None:
+    with out.open("a") as f:
+        f.writelines(f"{item}\n" for item in _buffer)
+    _buffer.clear()
 
 
 @checkpoint
@@ -92,3 +73,14 @@ async def twenty(n: int = 20) -> int:
     for i in range(n):
         total += await count_step(i)
     return total
+
+
+@checkpoint
+async def wait_forever() -> None:
+    await asyncio.Event().wait()
+
+
+@workflow
+async def hangs() -> None:
+    """Never ends: the kill-mode timeout must end it."""
+    await wait_forever()

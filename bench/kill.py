@@ -1,0 +1,145 @@
+"""Kill mode versus in-process crashes: scenarios per second, same workflow.
+
+A scenario is one crash and the resume after it, on a 20-step workflow. In
+process, the crash is an exception and the resume a fresh runtime; in kill
+mode, both are child processes and the crash is SIGKILL. Run from the
+repository root (the children import this module as ``bench.kill``):
+
+    .venv/bin/python -m bench.kill
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from bench.common import Figure
+from pytest_waypoint._postgres import isolated_store, server_dsn, unavailable_reason
+from pytest_waypoint.kill import ChildStatus, child_dsn, run_child
+from pytest_waypoint.schedule import CrashPoint
+from pytest_waypoint.search import ordered_points
+from waypoint import SQLiteStore, Store, Waypoint, checkpoint, workflow
+from waypoint.hooks import CrashSite, SimulatedCrash, armed
+
+SECTION = "kill mode"
+STEPS = 20
+
+#: Scenarios per mode: every point of the workflow in process (61), and an
+#: evenly spread fifth of them in kill mode, where each costs two processes.
+KILL_SCENARIOS = 12
+
+TARGET = "bench.kill:twenty_steps"
+
+
+@checkpoint
+async def bench_step(i: int) -> int:
+    return i
+
+
+@workflow
+async def twenty_steps(n: int = STEPS) -> int:
+    total = 0
+    for i in range(n):
+        total += await bench_step(i)
+    return total
+
+
+def _points() -> list[CrashPoint]:
+    return ordered_points([("bench_step", k) for k in range(1, STEPS + 1)])
+
+
+async def _in_process(store: Store, points: list[CrashPoint]) -> float:
+    start = time.perf_counter()
+    for n, point in enumerate(points):
+
+        def hook(site: CrashSite, point: CrashPoint = point) -> None:
+            if point.matches(site):
+                raise SimulatedCrash(site)
+
+        async with Waypoint(store) as wp:
+            with contextlib.suppress(SimulatedCrash), armed(hook):
+                await wp.run(twenty_steps, execution_id=f"in-{n}")
+        async with Waypoint(store) as fresh:
+            await fresh.resume(f"in-{n}")
+    return len(points) / (time.perf_counter() - start)
+
+
+async def _killed(
+    store: Store, points: list[CrashPoint], *, resume_here: bool = False
+) -> float:
+    dsn = child_dsn(store)
+    start = time.perf_counter()
+    for n, point in enumerate(points):
+        execution_id = f"kill-{n}-{resume_here}"
+        crashed = await run_child(
+            TARGET, dsn=dsn, execution_id=execution_id, crash_at=point
+        )
+        if resume_here:
+            async with Waypoint(store) as fresh:
+                output = await fresh.resume(execution_id)
+        else:
+            resumed = await run_child(
+                TARGET, dsn=dsn, execution_id=execution_id, resume=True
+            )
+            output = resumed.output()
+        if crashed.status is not ChildStatus.CRASHED or output != 190:
+            raise RuntimeError(
+                f"kill-mode scenario {point} went wrong: {crashed.describe()}; "
+                f"then the resume returned {output!r}"
+            )
+    return len(points) / (time.perf_counter() - start)
+
+
+@contextlib.asynccontextmanager
+async def _sqlite() -> AsyncIterator[Store]:
+    with tempfile.TemporaryDirectory() as tmp:
+        async with SQLiteStore(Path(tmp) / "bench.db") as store:
+            yield store
+
+
+async def _figures(backend: str, store: Store) -> list[Figure]:
+    points = _points()
+    step = len(points) // KILL_SCENARIOS
+    sample = points[::step][:KILL_SCENARIOS]
+    in_process = await _in_process(store, points)
+    killed = await _killed(store, sample)
+    killed_here = await _killed(store, sample, resume_here=True)
+    return [
+        Figure(SECTION, f"{backend}: in-process crash + resume", in_process, "scen/s"),
+        Figure(SECTION, f"{backend}: SIGKILL child + child resume", killed, "scen/s"),
+        Figure(
+            SECTION,
+            f"{backend}: SIGKILL child + resume in the parent",
+            killed_here,
+            "scen/s",
+        ),
+        Figure(
+            SECTION,
+            f"{backend}: kill mode cost per scenario",
+            in_process / killed,
+            "x",
+            f"{len(points)} in-process, {len(sample)} killed scenarios",
+        ),
+    ]
+
+
+async def measure() -> list[Figure]:
+    """Scenarios per second of both modes on SQLite and, if up, PostgreSQL."""
+    async with _sqlite() as store:
+        figures = await _figures("sqlite", store)
+    reason = await unavailable_reason(server_dsn())
+    if reason is not None:
+        figures.append(Figure(SECTION, "postgres: skipped", 0, "", reason))
+        return figures
+    async with isolated_store() as pg:
+        figures += await _figures("postgres", pg)
+    return figures
+
+
+if __name__ == "__main__":
+    for figure in asyncio.run(measure()):
+        print(figure.line())
