@@ -30,6 +30,7 @@ from waypoint.errors import (
     ExecutionBusy,
     NonDeterminismError,
     SerializationError,
+    StoreError,
     WaypointError,
 )
 from waypoint.hooks import CrashPhase, CrashSite, active_hook
@@ -66,8 +67,9 @@ DEFAULT_LEASE_SECONDS = 30.0
 DEFAULT_RECOVER_LIMIT = 100
 
 #: Errors that a code fix can mend: they leave the execution running (not
-#: failed) so that it can be resumed once the code is fixed.
-_UNRECORDED = (NonDeterminismError, SerializationError, ExecutionBusy)
+#: failed) so that it can be resumed once the code is fixed. A database fault
+#: is one too: the run resumes once the database is back.
+_UNRECORDED = (NonDeterminismError, SerializationError, ExecutionBusy, StoreError)
 
 
 class RuntimeState(enum.Enum):

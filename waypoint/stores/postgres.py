@@ -79,6 +79,8 @@ _CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
+    # asyncpg's protocol, caught mid-operation by a dying connection.
+    asyncpg.exceptions.InternalClientError,
     OSError,
     TimeoutError,
 )
@@ -336,6 +338,14 @@ class PostgresStore(Store):
         """The command that brings this store's schema up to date."""
         command = f"waypoint db upgrade --dsn {self.dsn}"
         return f"{command} --schema {self.schema}" if self.schema else command
+
+    async def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at (None: no journal)."""
+
+        async def op(conn: Any, retrying: bool) -> str | None:
+            return await self._revision(conn)
+
+        return await self._call("schema_revision", None, op)
 
     async def _revision(self, conn: Any) -> str | None:
         try:
