@@ -7,13 +7,13 @@ own. The tests are synchronous on purpose: Alembic drives asyncpg through
 
 from __future__ import annotations
 
-from contextlib import closing
 import asyncio
 import secrets
 import shutil
 import sqlite3
 import subprocess
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest

@@ -26,6 +26,7 @@ from waypoint.decorators import (
     workflow_definition,
 )
 from waypoint.errors import (
+    CheckpointConflict,
     ConfigurationError,
     ExecutionBusy,
     NonDeterminismError,
@@ -66,10 +67,17 @@ DEFAULT_LEASE_SECONDS = 30.0
 #: Executions ``recover()`` takes in one call unless told otherwise.
 DEFAULT_RECOVER_LIMIT = 100
 
-#: Errors that a code fix can mend: they leave the execution running (not
-#: failed) so that it can be resumed once the code is fixed. A database fault
-#: is one too: the run resumes once the database is back.
-_UNRECORDED = (NonDeterminismError, SerializationError, ExecutionBusy, StoreError)
+#: Errors that say nothing about the workflow's own outcome leave the
+#: execution running (not failed), to be resumed later: a code fix mends the
+#: first two, the database coming back the fourth, and another runner owns or
+#: has already written what the others are about.
+_UNRECORDED = (
+    NonDeterminismError,
+    SerializationError,
+    ExecutionBusy,
+    StoreError,
+    CheckpointConflict,
+)
 
 
 class RuntimeState(enum.Enum):
