@@ -17,6 +17,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 
+from waypoint.context import StepContext, current_step
 from waypoint.context import _current as _current_step
 from waypoint.decorators import _current_run
 from waypoint.errors import ConfigurationError
@@ -48,7 +49,7 @@ async def apply(
     effect: str,
     detail: str = "",
     *,
-    key: str | None | _DefaultKey = DEFAULT_KEY,
+    key: str | _DefaultKey | None = DEFAULT_KEY,
     store: Store | None = None,
 ) -> bool:
     """Make the side effect ``effect``; True if it took effect, False if the
@@ -69,7 +70,7 @@ async def apply(
         # sibling task must not reach the outside world.
         raise run.crash
     if run is not None:
-        store = run.runtime.store
+        store = run.store
     if store is None:
         raise ConfigurationError(
             f"effect {effect!r} was applied outside a workflow run and without "
@@ -85,16 +86,20 @@ async def apply(
     return count == 1
 
 
-def _request_key(key: str | None | _DefaultKey) -> str:
+def running_step() -> StepContext | None:
+    """The running step's context, or None outside a step."""
+    return None if _current_step.get() is None else current_step()
+
+
+def _request_key(key: str | _DefaultKey | None) -> str:
     if isinstance(key, _DefaultKey):
-        step = _current_step.get()
+        step = running_step()
         key = None if step is None else step.idempotency_key
     if key is None:
         return _NO_KEY + uuid.uuid4().hex
     if not isinstance(key, str) or not key or _SEP in key:
         raise ConfigurationError(
-            f"an idempotency key is a non-empty string without {_SEP!r}, "
-            f"not {key!r}"
+            f"an idempotency key is a non-empty string without {_SEP!r}, not {key!r}"
         )
     return key
 
@@ -128,7 +133,7 @@ class Effects:
         effect: str,
         detail: str = "",
         *,
-        key: str | None | _DefaultKey = DEFAULT_KEY,
+        key: str | _DefaultKey | None = DEFAULT_KEY,
     ) -> bool:
         """See ``pytest_waypoint.effects.apply``."""
         return await apply(effect, detail, key=key, store=self.store)

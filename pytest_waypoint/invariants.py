@@ -12,12 +12,11 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
-
-from waypoint.hooks import CrashPhase
-from waypoint.journal import Event, EventKind, ExecutionStatus
+from typing import Any, NamedTuple
 
 from pytest_waypoint.schedule import CrashPoint, Schedule
+from waypoint.hooks import CrashPhase
+from waypoint.journal import Event, EventKind, ExecutionStatus
 
 __all__ = [
     "INVARIANTS",
@@ -55,18 +54,23 @@ INVARIANTS = {
     "terminal event",
     Invariant.EFFECTS_ONCE: "each side effect happens once per idempotency key",
     Invariant.SAME_STEPS: "the resumed run makes the same steps as the journal",
-    Invariant.TERMINATES: "the schedule ends in a terminal state within its "
-    "resumes",
+    Invariant.TERMINATES: "the schedule ends in a terminal state within its resumes",
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Site:
-    """A crash site a segment reached: ``point`` written ``name#k@phase``."""
+class Site(NamedTuple):
+    """A crash site a segment reached, and the step position it belongs to.
 
-    point: str
-    phase: CrashPhase
+    A tuple, not a frozen dataclass: one is made per hook call, on the hot
+    path of every scenario.
+    """
+
+    point: CrashPoint
     position: int | None
+
+    @property
+    def phase(self) -> CrashPhase:
+        return self.point.phase
 
 
 @dataclass(slots=True)
@@ -199,7 +203,8 @@ def check(reference: ScenarioRun, run: ScenarioRun) -> list[Violation]:
     found = check_alone(run)
     ref, out = reference.outcome, run.outcome
     if out.status.terminal:
-        expected, actual = _result(ref), _result(out)
+        expected = _result(ref, reference.execution_id)
+        actual = _result(out, run.execution_id)
         if expected != actual:
             found.append(_violation(run, Invariant.SAME_OUTPUT, expected, actual))
         if out.status is ExecutionStatus.COMPLETED and out.steps != ref.steps:
@@ -251,7 +256,9 @@ def _journal(run: ScenarioRun) -> list[Violation]:
         e.position for e in events if e.kind is EventKind.STEP_COMPLETED
     )
     problems = [
-        f"{n} checkpoints at position {p}" for p, n in sorted(completed.items()) if n > 1
+        f"{n} checkpoints at position {p}"
+        for p, n in sorted(completed.items())
+        if n > 1
     ]
     if run.outcome.status is ExecutionStatus.COMPLETED:
         positions = {p for p in completed if p is not None}
@@ -316,11 +323,14 @@ def _effects(expected: dict[str, int], run: ScenarioRun) -> list[Violation]:
 _TERMINAL = frozenset({EventKind.EXECUTION_COMPLETED, EventKind.EXECUTION_FAILED})
 
 
-def _result(outcome: Outcome) -> str:
+def _result(outcome: Outcome, execution_id: str) -> str:
     if outcome.status is ExecutionStatus.COMPLETED:
         return f"completed with {_short(outcome.output)}"
+    # Error messages name their execution; two runs fail alike when they
+    # fail alike apart from that.
     error = outcome.error or {}
-    return f"failed with {error.get('type')}: {error.get('message')}"
+    message = str(error.get("message")).replace(execution_id, "<execution>")
+    return f"failed with {error.get('type')}: {_short(message)}"
 
 
 def _steps(steps: dict[int, str]) -> str:
@@ -337,4 +347,3 @@ def _error(error: BaseException | None) -> str:
         return "nothing"
     first = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {first}"
-

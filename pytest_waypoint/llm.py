@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from waypoint.context import _current as _current_step
+from pytest_waypoint.effects import running_step
 from waypoint.decorators import _current_run
 from waypoint.errors import ConfigurationError
 
@@ -103,7 +103,7 @@ class FakeLLM:
         self.prompts.append(prompt)
         self.prompt_tokens += count_tokens(prompt)
         self.completion_tokens += count_tokens(reply)
-        step = _current_step.get()
+        step = running_step()
         execution_id = step.execution_id if step is not None else None
         if execution_id is None and run is not None:
             execution_id = run.execution_id

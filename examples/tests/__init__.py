@@ -1,0 +1,1 @@
+"""Example tests: the plugin's fixtures on the example agents."""
