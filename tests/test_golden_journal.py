@@ -19,6 +19,7 @@ import sqlite3
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pydantic
 import pytest
@@ -63,11 +64,16 @@ async def purchase(item: str, count: int) -> dict[str, str]:
     return {"item": item, "supplier": supplier, "price": str(price)}
 
 
+def _load(path: Path) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(path.read_text())
+    return document
+
+
 @pytest.mark.parametrize("path", sorted(GOLDEN.glob("*.json")), ids=lambda p: p.stem)
 async def test_an_old_journal_replays_without_running_a_step(
     tmp_path: Path, path: Path
 ) -> None:
-    golden = json.loads(path.read_text())
+    golden = _load(path)
     store = SQLiteStore(tmp_path / "j.db")
     await store.open()
     for table in TABLES:
@@ -119,7 +125,7 @@ async def _write(version: str) -> None:
     }
     out = GOLDEN / f"purchase-{version}.json"
     out.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
-    print(out)
+    sys.stdout.write(f"{out}\n")
 
 
 if __name__ == "__main__":
