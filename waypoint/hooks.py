@@ -24,8 +24,12 @@ __all__ = [
     "CrashPhase",
     "CrashSite",
     "SimulatedCrash",
+    "WriteCut",
+    "WriteFault",
     "active_hook",
+    "active_write_fault",
     "armed",
+    "armed_write_fault",
 ]
 
 
@@ -92,3 +96,42 @@ def armed(hook: CrashHook) -> Iterator[None]:
         yield
     finally:
         _hook.reset(token)
+
+
+# Database faults -----------------------------------------------------------
+#
+# A store that talks to a server over a connection (PostgreSQL) asks the armed
+# write fault, once per checkpoint write, whether to cut its connection at the
+# commit: before the statement reaches the server (the checkpoint is absent)
+# or after the server committed it but before the reply arrives (the
+# checkpoint is present and the writer does not know). The store cuts its
+# own connection on the server side, so the failure the runtime sees is the
+# real one.
+
+
+class WriteCut(enum.StrEnum):
+    BEFORE_COMMIT = "before_commit"
+    AFTER_COMMIT = "after_commit"
+
+
+#: Called with (execution_id, position, step name); returns where to cut the
+#: connection for this write, or None to let it through.
+WriteFault = Callable[[str, int, str], WriteCut | None]
+
+_write_fault: ContextVar[WriteFault | None] = ContextVar(
+    "waypoint_write_fault", default=None
+)
+
+
+def active_write_fault() -> WriteFault | None:
+    return _write_fault.get()
+
+
+@contextmanager
+def armed_write_fault(fault: WriteFault) -> Iterator[None]:
+    """Arm ``fault`` for checkpoint writes made in this context."""
+    token = _write_fault.set(fault)
+    try:
+        yield
+    finally:
+        _write_fault.reset(token)

@@ -32,6 +32,7 @@ from waypoint.errors import (
     StoreError,
     WaypointError,
 )
+from waypoint.hooks import WriteCut, active_write_fault
 from waypoint.journal import (
     Checkpoint,
     Claim,
@@ -659,7 +660,18 @@ class PostgresStore(Store):
         # owner check rides inside it, so a runner that lost its lease writes
         # nothing; the unique index uq_events_checkpoint refuses a second
         # checkpoint at a position, whatever the code above does.
+        fault = active_write_fault()
+        cut = (
+            None
+            if fault is None
+            else fault(execution_id, checkpoint.position, checkpoint.step)
+        )
+
         async def op(conn: Any, retrying: bool) -> None:
+            # An injected cut fires on the first attempt only, as a real
+            # fault would not follow the writer to its new connection.
+            if cut is WriteCut.BEFORE_COMMIT and not retrying:
+                await _cut_connection(conn)
             try:
                 seq = await conn.fetchval(
                     _RECORD_STEP,
@@ -696,6 +708,8 @@ class PostgresStore(Store):
                 ) from exc
             if seq is None:
                 raise await self._lease_lost_on(conn, execution_id, owner)
+            if cut is WriteCut.AFTER_COMMIT and not retrying:
+                await _cut_connection(conn)
 
         await self._call("record_step", execution_id, op)
 
@@ -896,3 +910,12 @@ async def _keep_session(conn: Any) -> None:
     and the migration lock is released explicitly), so there is nothing to
     reset.
     """
+
+
+async def _cut_connection(conn: Any) -> None:
+    """Make the server end this connection now (fault injection only).
+
+    The backend terminates itself, so the client sees exactly the error a
+    crashed server or a cut network would give it.
+    """
+    await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
