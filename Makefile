@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job: crash the example research agent at every step and phase,
+# resume each crash in a fresh runtime, print the crash matrix; non-zero on a
+# violation. (python -m examples.agent_with_llm_mock shows one real SIGKILL.)
 demo: $(STAMP)
-	$(BIN)/python -m examples.agent_with_llm_mock
+	$(BIN)/waypoint chaos examples.agent_with_llm_mock:research_agent \
+		--arg '"heat pumps in old houses"'
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2

@@ -4,8 +4,8 @@
 
 The agent plans sub-questions with an LLM, searches for each, summarises each
 with the LLM, writes a report with the LLM and publishes it (a side effect).
-The LLM here is scripted (no network, no key), but it counts calls and tokens
-as a real one would bill them.
+The LLM here is a scripted stand-in (no network, no key) that counts calls and
+tokens as a real one would bill them.
 
 The demo starts the run in a child process and kills it with SIGKILL once
 the second summary is committed, then resumes in this process from the same
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pydantic
 
+from pytest_waypoint import effects
+from pytest_waypoint.llm import FakeLLM
 from waypoint import EventKind, Waypoint, checkpoint, current_step, workflow
 from waypoint.hooks import CrashSite, armed
 
@@ -33,28 +35,19 @@ from waypoint.hooks import CrashSite, armed
 CRASH_POINT = "summarize#2@after_commit"
 
 
-class ScriptedLLM:
-    """A stand-in for a chat model: canned answers, counted like a bill."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.tokens = 0
-
-    async def complete(self, prompt: str) -> str:
-        self.calls += 1
-        self.tokens += len(prompt.split()) + 40
-        await asyncio.sleep(0)  # a real call would await the network here
-        if prompt.startswith("PLAN"):
-            topic = prompt.removeprefix("PLAN ")
-            return json.dumps(
-                [f"{topic}: history", f"{topic}: costs", f"{topic}: risks"]
-            )
-        if prompt.startswith("SUMMARISE"):
-            return f"summary of {prompt.split(' ', 1)[1][:40]}"
-        return "REPORT\n" + prompt.split("\n", 1)[1]
+def _scripted_reply(prompt: str) -> str:
+    """What the stand-in model answers: canned, but shaped like the real task."""
+    if prompt.startswith("PLAN"):
+        topic = prompt.removeprefix("PLAN ")
+        return json.dumps([f"{topic}: history", f"{topic}: costs", f"{topic}: risks"])
+    if prompt.startswith("SUMMARISE"):
+        return f"summary of {prompt.split(' ', 1)[1][:40]}"
+    return "REPORT\n" + prompt.split("\n", 1)[1]
 
 
-llm = ScriptedLLM()
+#: A stand-in for a chat model (no network, no key) that counts calls and
+#: tokens as a real one would bill them; the chaos harness reads its counts.
+llm = FakeLLM(_scripted_reply, model="scripted-research-model")
 ran: list[str] = []
 
 
@@ -103,18 +96,16 @@ async def write_report(question: str, notes: list[str]) -> Report:
 
 @checkpoint
 async def publish(report: Report) -> str:
-    """The side effect: an outbox that drops a repeated idempotency key."""
+    """The side effect, through an outbox that drops a repeated key.
+
+    The outbox is the effect ledger in the journal's own database: like a
+    real publishing API that honours idempotency keys, it applies a request
+    once per key, so a publish that re-runs after a crash is dropped.
+    """
     _mark()
     key = current_step().idempotency_key
-    _deliver(Path(os.environ.get("RESEARCH_OUTBOX", "outbox.jsonl")), key, report)
+    await effects.apply("publish report", report.question, key=key)
     return key
-
-
-def _deliver(outbox: Path, key: str, report: Report) -> None:
-    seen = outbox.read_text().splitlines() if outbox.exists() else []
-    if not any(json.loads(line)["key"] == key for line in seen):
-        with outbox.open("a") as handle:
-            handle.write(json.dumps({"key": key, "title": report.question}) + "\n")
 
 
 @workflow
@@ -172,7 +163,6 @@ def _start_and_kill(dsn: str, execution_id: str, question: str) -> dict[str, int
 
 async def demo(workdir: Path) -> None:
     dsn = f"sqlite:///{workdir / 'research.db'}"
-    os.environ["RESEARCH_OUTBOX"] = str(workdir / "outbox.jsonl")
     question = "heat pumps in old houses"
     execution_id = "research-1"
 
@@ -187,6 +177,9 @@ async def demo(workdir: Path) -> None:
         ]
         print(f"3. resuming {execution_id} in a fresh runtime in this process")
         report = await wp.resume(execution_id)
+        outbox = effects.Effects(wp.store)
+        published = (await outbox.counts(execution_id)).get("publish report", 0)
+        requests = (await outbox.sends(execution_id)).get("publish report", 0)
 
     replayed = ", ".join(map(str, recorded))
     print(f"   replayed from the journal ({len(recorded)}): {replayed}")
@@ -195,8 +188,10 @@ async def demo(workdir: Path) -> None:
         f"   LLM calls now: {llm.calls}; saved by the journal: {spent['llm_calls']} "
         f"calls, {spent['tokens']} tokens"
     )
-    outbox = (workdir / "outbox.jsonl").read_text().splitlines()
-    print(f"   published {len(outbox)} time(s) as {report.published_as}")
+    print(
+        f"   published {published} time(s) as {report.published_as} "
+        f"({requests} request(s) made)"
+    )
     print(f"4. report: {report.body.splitlines()[1]} ...")
 
 

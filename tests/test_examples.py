@@ -54,4 +54,4 @@ def test_the_llm_agent_survives_sigkill_and_saves_its_llm_calls(
     )
     assert "ran now (4): search, summarize, write_report, publish" in out
     assert "LLM calls now: 2; saved by the journal: 3 calls" in out
-    assert "published 1 time(s) as research-1:8" in out
+    assert "published 1 time(s) as research-1:8 (1 request(s) made)" in out

@@ -1,15 +1,14 @@
 """The plugin's fixtures on the LLM research agent.
 
-The agent's own scripted model is swapped for ``fake_llm``, which counts
-calls per execution, so the report can say how many LLM calls the journal
-served instead of the model. Its outbox drops a repeated idempotency key, so
-every execution publishes exactly once however often it crashed.
+The agent's model is swapped for the ``fake_llm`` fixture, with a shorter
+plan, so the test can count its calls. Its outbox is the effect ledger, which
+drops a repeated idempotency key, so every execution publishes exactly once
+however often it crashed.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -26,14 +25,12 @@ def _reply(prompt: str) -> str:
 
 
 @pytest.fixture
-def outbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_llm) -> Path:
-    path = tmp_path / "outbox.jsonl"
-    monkeypatch.setenv("RESEARCH_OUTBOX", str(path))
+def scripted(monkeypatch: pytest.MonkeyPatch, fake_llm):
     monkeypatch.setattr(agent, "llm", fake_llm.script(_reply))
-    return path
+    return fake_llm
 
 
-async def test_the_agent_survives_every_crash(chaos, fake_llm, outbox):
+async def test_the_agent_survives_every_crash(chaos, scripted, effects):
     report = await chaos.explore(agent.research_agent, "heat pumps")
 
     assert report.ok
@@ -41,14 +38,16 @@ async def test_the_agent_survives_every_crash(chaos, fake_llm, outbox):
     assert len(report.scenarios) == 7 * 3 + 1
     assert report.llm_saved.calls > 0
     assert report.llm_saved.tokens > 0
-    published = [json.loads(line)["key"] for line in outbox.read_text().splitlines()]
-    assert len(published) == len(set(published)) == 1 + len(report.scenarios)
+    # One publish per execution (the reference run and each scenario), though
+    # the crashes after publish's body made it send the request again.
+    assert (await effects.counts())["publish report"] == 1 + len(report.scenarios)
+    assert (await effects.sends())["publish report"] == 2 + len(report.scenarios)
 
 
 @pytest.mark.waypoint_crash("summarize#2@after_commit")
-async def test_a_resume_does_not_pay_for_the_llm_twice(waypoint, fake_llm, outbox):
+async def test_a_resume_does_not_pay_for_the_llm_twice(waypoint, scripted):
     report = await waypoint.run(agent.research_agent, "heat pumps")
 
     assert report.body.startswith("REPORT")
     # 1 plan + 2 summaries + 1 report; none of them asked twice.
-    assert fake_llm.calls == 4
+    assert scripted.calls == 4
