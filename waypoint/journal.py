@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ __all__ = [
     "Execution",
     "ExecutionStatus",
     "StepFailure",
+    "history_from_rows",
     "merge_history",
     "utc_from_timestamp",
 ]
@@ -174,6 +176,39 @@ class Claim:
     holder: str | None = None
     checkpoints: list[Checkpoint] = field(default_factory=list)
     failures: list[StepFailure] = field(default_factory=list)
+
+
+def history_from_rows(
+    execution_id: str,
+    event_rows: Iterable[Sequence[Any]],
+    step_rows: Iterable[Sequence[Any]],
+    when: Callable[[Any], datetime],
+) -> list[Event]:
+    """The journal from a SQL store's rows.
+
+    ``event_rows`` are (seq, kind, position, step, attempt, payload, at) with
+    ``at`` in the store's own time type, which ``when`` turns into a UTC
+    datetime; ``step_rows`` are (position, step, attempt, result, started_at,
+    completed_at) with epoch-second times.
+    """
+    events = [
+        Event(
+            seq,
+            execution_id,
+            EventKind(kind),
+            when(at),
+            position,
+            step,
+            attempt,
+            None if payload is None else json.loads(payload),
+        )
+        for seq, kind, position, step, attempt, payload, at in event_rows
+    ]
+    checkpoints = [
+        Checkpoint(position, step, "", attempt, result, started, completed)
+        for position, step, attempt, result, started, completed in step_rows
+    ]
+    return merge_history(execution_id, events, checkpoints)
 
 
 def merge_history(

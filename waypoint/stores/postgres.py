@@ -19,7 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from waypoint.errors import (
@@ -37,11 +37,10 @@ from waypoint.journal import (
     Checkpoint,
     Claim,
     Event,
-    EventKind,
     Execution,
     ExecutionStatus,
     StepFailure,
-    merge_history,
+    history_from_rows,
 )
 from waypoint.stores import redact
 from waypoint.stores.base import Store
@@ -232,8 +231,8 @@ def _execution(row: Mapping[str, Any]) -> Execution:
     )
 
 
-def _payload(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
 
 
 def _sqlalchemy_url(dsn: str) -> str:
@@ -818,24 +817,7 @@ class PostgresStore(Store):
         rows, steps = await self._call("history", execution_id, op)
         if not rows:
             await self.get_execution(execution_id)
-        events = [
-            Event(
-                seq,
-                execution_id,
-                EventKind(kind),
-                at.astimezone(UTC),
-                position,
-                step,
-                attempt,
-                _payload(payload),
-            )
-            for seq, kind, position, step, attempt, payload, at in rows
-        ]
-        checkpoints = [
-            Checkpoint(position, step, "", attempt, result, started, completed)
-            for position, step, attempt, result, started, completed in steps
-        ]
-        return merge_history(execution_id, events, checkpoints)
+        return history_from_rows(execution_id, rows, steps, _utc)
 
     # The effect ledger --------------------------------------------------
 

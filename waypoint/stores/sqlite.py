@@ -36,11 +36,10 @@ from waypoint.journal import (
     Checkpoint,
     Claim,
     Event,
-    EventKind,
     Execution,
     ExecutionStatus,
     StepFailure,
-    merge_history,
+    history_from_rows,
     utc_from_timestamp,
 )
 from waypoint.stores.base import Store
@@ -122,10 +121,6 @@ def _failure(
         kind == "step_failed",
         record.get("retry_in"),
     )
-
-
-def _payload(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
 
 
 class SQLiteStore(Store):
@@ -513,24 +508,7 @@ class SQLiteStore(Store):
             ).fetchall()
         if not rows:
             await self.get_execution(execution_id)
-        events = [
-            Event(
-                seq,
-                execution_id,
-                EventKind(kind),
-                utc_from_timestamp(at),
-                position,
-                step,
-                attempt,
-                _payload(payload),
-            )
-            for seq, kind, position, step, attempt, payload, at in rows
-        ]
-        checkpoints = [
-            Checkpoint(position, step, "", attempt, result, started, completed)
-            for position, step, attempt, result, started, completed in steps
-        ]
-        return merge_history(execution_id, events, checkpoints)
+        return history_from_rows(execution_id, rows, steps, utc_from_timestamp)
 
     # The effect ledger --------------------------------------------------
 
