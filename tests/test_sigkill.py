@@ -98,7 +98,12 @@ async def test_recover_takes_over_a_killed_runners_execution(
     async with Waypoint(f"sqlite:///{db}") as wp:
         recovered = await wp.recover()
         execution = await wp.execution("mail-1")
+        events = await wp.history("mail-1")
 
     assert recovered == ["mail-1"]
+    # Taken over once: one resumed event, naming the dead owner.
+    resumed = [e for e in events if e.kind is EventKind.EXECUTION_RESUMED]
+    assert len(resumed) == 1
+    assert resumed[0].payload["previous_owner"] is not None
     assert execution.status is ExecutionStatus.COMPLETED
     assert _effects(effects).count("plan mail-1:0") == 1

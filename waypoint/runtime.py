@@ -380,13 +380,15 @@ class Waypoint:
         returns their ids. Their outcomes are in the journal.
         """
         await self._ready()
-        ids = await self.store.claim_expired(self.owner, self.lease_seconds, limit)
-        if len(ids) < limit:
-            ids += await self._claim_dead_local(limit - len(ids), exclude=set(ids))
+        expired = await self.store.claim_expired(self.owner, self.lease_seconds, limit)
+        # The leases are ours now; claiming again loads each journal.
         claims = [
             await self.store.claim(execution_id, self.owner, self.lease_seconds)
-            for execution_id in ids
+            for execution_id in expired
         ]
+        if len(claims) < limit:
+            claims += await self._claim_dead_local(limit - len(claims), set(expired))
+        ids = [claim.execution.execution_id for claim in claims]
         results = await asyncio.gather(
             *(self._resume_claim(claim) for claim in claims), return_exceptions=True
         )
@@ -400,8 +402,8 @@ class Waypoint:
                 )
         return ids
 
-    async def _claim_dead_local(self, limit: int, exclude: set[str]) -> list[str]:
-        taken: list[str] = []
+    async def _claim_dead_local(self, limit: int, exclude: set[str]) -> list[Claim]:
+        taken: list[Claim] = []
         async for execution in self.executions(status=ExecutionStatus.RUNNING):
             if len(taken) >= limit:
                 break
@@ -417,7 +419,7 @@ class Waypoint:
                 steal_from=owner,
             )
             if claim.claimed:
-                taken.append(execution.execution_id)
+                taken.append(claim)
         return taken
 
     async def _release(self, execution_id: str) -> None:
