@@ -127,6 +127,15 @@ class Run:
         args_hash: str,
     ) -> Any:
         codec = step.codec  # resolved before the body runs: bad annotations fail early
+        if self.checkpoints:  # a resume: say which steps it runs rather than replays
+            logger.debug(
+                "execution %s: step %r at position %d is not in the journal "
+                "(%d recorded); running it",
+                self.execution_id,
+                step.name,
+                position,
+                len(self.checkpoints),
+            )
         hook = active_hook()
         attempt = self.failures.get(position, 0) + 1
         if hook is not None:
