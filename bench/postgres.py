@@ -1,10 +1,15 @@
 """Per-step cost on PostgresStore, beside its floor and beside DBOS Transact.
 
+    python -m bench.postgres               (or: python -m bench.run postgres)
+
 All figures come from one server (``WAYPOINT_TEST_DSN`` or the local
 default), in scratch schemas dropped afterwards. The floor of a step is a
 bare asyncpg INSERT, in autocommit, of a row of the checkpoint's shape into a
-scratch table. DBOS (``pip install -r bench/requirements.txt``) is measured
-when it imports and runs; otherwise the reason is printed instead.
+scratch table; floor and store runs alternate, so a noisy neighbour weighs on
+both alike, and each figure is the median of :data:`REPEATS` runs. DBOS
+(``pip install -r bench/requirements.txt``; see bench/dbos_bench.py) is
+measured when it imports and runs, with its system tables in a database of its
+own on the same server; otherwise the reason is printed instead.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import contextlib
 import secrets
 import statistics
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from bench.common import Figure
 from pytest_waypoint._postgres import server_dsn, unavailable_reason
@@ -25,7 +30,7 @@ from waypoint.stores.postgres import PostgresStore
 SECTION = "postgres"
 STEPS = 1_000
 #: Each figure is the median of this many runs, to damp a noisy neighbour.
-REPEATS = 3
+REPEATS = 5
 CONCURRENCY = (1, 10, 100)
 #: Steps per execution in the concurrency runs: enough to dwarf start-up.
 CONCURRENT_STEPS = 100
@@ -66,14 +71,11 @@ async def _scratch(dsn: str) -> AsyncIterator[PostgresStore]:
             await conn.close()
 
 
-async def _per_step(wp: Waypoint) -> float:
-    await wp.run(pg_many_steps, 10)
-    runs = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        await wp.run(pg_many_steps, STEPS)
-        runs.append((time.perf_counter() - start) / STEPS)
-    return statistics.median(runs)
+async def _store_run(wp: Waypoint) -> float:
+    """Seconds per step of one run of the workflow on PostgresStore."""
+    start = time.perf_counter()
+    await wp.run(pg_many_steps, STEPS)
+    return (time.perf_counter() - start) / STEPS
 
 
 async def _replay_per_step(wp: Waypoint) -> float:
@@ -88,11 +90,23 @@ async def _replay_per_step(wp: Waypoint) -> float:
     return statistics.median(runs)
 
 
-async def _floor(dsn: str) -> float:
+@contextlib.asynccontextmanager
+async def _floor_table(dsn: str) -> AsyncIterator[Callable[[str], Awaitable[float]]]:
+    """A scratch table, and a run of the floor on it: seconds per INSERT."""
     import asyncpg
 
     conn = await asyncpg.connect(dsn)
     table = f"wp_floor_{secrets.token_hex(4)}"
+
+    async def run(execution_id: str) -> float:
+        start = time.perf_counter()
+        for i in range(STEPS):
+            now = time.time()
+            await conn.execute(
+                insert, execution_id, i, "pg_trivial", 1, "0" * 16, str(i), now, now
+            )
+        return (time.perf_counter() - start) / STEPS
+
     try:
         await conn.execute(
             f"CREATE TABLE {table} (execution_id text, position int, step text, "
@@ -103,19 +117,26 @@ async def _floor(dsn: str) -> float:
             f"INSERT INTO {table} VALUES ($1, $2, $3, $4, $5, $6, "
             "to_timestamp($7::float8), to_timestamp($8::float8))"
         )
-        runs = []
-        for run in range(REPEATS):
-            start = time.perf_counter()
-            for i in range(STEPS):
-                now = time.time()
-                await conn.execute(
-                    insert, f"e{run}", i, "pg_trivial", 1, "0" * 16, str(i), now, now
-                )
-            runs.append((time.perf_counter() - start) / STEPS)
-        return statistics.median(runs)
+        yield run
     finally:
         await conn.execute(f"DROP TABLE IF EXISTS {table}")
         await conn.close()
+
+
+async def _per_step_and_floor(dsn: str, wp: Waypoint) -> tuple[float, float]:
+    """Medians of the store's and the floor's cost per step, run turn about.
+
+    Floor, store, floor, store, ...: a neighbour's load on this small machine
+    then weighs on both alike, and the ratio stays steadier than either figure.
+    """
+    async with _floor_table(dsn) as floor_run:
+        await wp.run(pg_many_steps, 10)  # warm-up: pool, prepared statements
+        await floor_run("warm-up")
+        floors, stores = [], []
+        for n in range(REPEATS):
+            floors.append(await floor_run(f"e{n}"))
+            stores.append(await _store_run(wp))
+    return statistics.median(stores), statistics.median(floors)
 
 
 async def _throughput(wp: Waypoint, executions: int) -> float:
@@ -132,10 +153,9 @@ async def measure() -> list[Figure]:
     if reason is not None:
         return [Figure(SECTION, "skipped", 0, "", reason)]
     async with _scratch(dsn) as store, Waypoint(store) as wp:
-        per_step = await _per_step(wp)
+        per_step, floor = await _per_step_and_floor(dsn, wp)
         replay = await _replay_per_step(wp)
         rates = {n: await _throughput(wp, n) for n in CONCURRENCY}
-    floor = await _floor(dsn)
     us = 1e6
     figures = [
         Figure(
@@ -161,28 +181,20 @@ async def measure() -> list[Figure]:
 
 
 async def _dbos(dsn: str, per_step: float, replay: float) -> list[Figure]:
-    # TODO(bench-dbos): bench/dbos_bench.py (the same 1,000-step workflow as
-    # DBOS steps on this server, and its replay) is not written yet; until it
-    # is, this section reports why it has no figure.
+    """The same workflow under DBOS Transact, when it is installed and runs."""
     try:
         from bench import dbos_bench
     except ImportError as exc:
-        return [Figure(SECTION, "DBOS Transact", 0, "", f"not measured: {exc}")]
+        reason = f"not measured: {exc} (pip install -r bench/requirements.txt)"
+        return [Figure(SECTION, "DBOS Transact", 0, "", reason)]
     try:
         dbos_step, dbos_replay = await asyncio.to_thread(dbos_bench.measure, dsn, STEPS)
     except Exception as exc:  # the bench reports, it never fails the run
-        return [
-            Figure(
-                SECTION,
-                "DBOS Transact",
-                0,
-                "",
-                f"not measured: {type(exc).__name__}: {exc}",
-            )
-        ]
+        reason = f"not measured: {type(exc).__name__}: {exc}"
+        return [Figure(SECTION, dbos_bench.LABEL, 0, "", reason)]
     us = 1e6
     return [
-        Figure(SECTION, "DBOS Transact, per step", dbos_step * us, "µs"),
+        Figure(SECTION, f"{dbos_bench.LABEL}, per step", dbos_step * us, "µs"),
         Figure(
             SECTION,
             "DBOS / PostgresStore, per step",
@@ -191,7 +203,11 @@ async def _dbos(dsn: str, per_step: float, replay: float) -> list[Figure]:
             "target >= 5",
         ),
         Figure(
-            SECTION, "DBOS Transact, replay per recorded step", dbos_replay * us, "µs"
+            SECTION,
+            f"{dbos_bench.LABEL}, replay per recorded step",
+            dbos_replay * us,
+            "µs",
+            "its steps only, not its dispatch",
         ),
         Figure(
             SECTION,

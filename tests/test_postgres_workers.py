@@ -80,15 +80,26 @@ async def _body_runs(store: PostgresStore, execution_id: str) -> dict[int, int]:
 
 
 async def _wait_for_steps(store: PostgresStore, total: int) -> None:
-    async def steps() -> int:
-        counts = await store.effect_counts(prefix="body:")
-        return sum(counts.values())
+    # Count committed checkpoints, not body runs: a body's effect lands
+    # before its checkpoint, and killing the starter in between would make
+    # that step run again, rightly, and the exactly-once count fail.
+    import asyncpg
 
-    for _ in range(1000):
-        if await steps() >= total:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"the starter recorded {await steps()} of {total} steps")
+    conn = await asyncpg.connect(
+        server_dsn(), server_settings={"search_path": store.schema or "public"}
+    )
+
+    async def steps() -> int:
+        return int(await conn.fetchval("SELECT count(*) FROM steps"))
+
+    try:
+        for _ in range(1000):
+            if await steps() >= total:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"the starter recorded {await steps()} of {total} steps")
+    finally:
+        await conn.close()
 
 
 async def test_two_processes_resuming_one_execution_exactly_one_runs(

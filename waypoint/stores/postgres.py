@@ -5,9 +5,9 @@ coordinator: leases are compared on the server's clock, a checkpoint is held
 to one row per position by a unique index, and ``claim_expired`` hands each
 expired execution to exactly one worker through ``FOR UPDATE SKIP LOCKED``.
 
-Every call runs on a connection from an asyncpg pool. A call whose connection
-dies (a killed backend, a server restart) is retried on a fresh connection
-with bounded backoff; the writes are written so that replaying one whose
+Every call runs on a connection from a small pool (``_pgpool``). A call whose
+connection dies (a killed backend, a server restart) is retried on a fresh
+connection with bounded backoff; the writes are written so that replaying one whose
 first commit may have landed changes nothing (see ``record_step``).
 """
 
@@ -43,6 +43,7 @@ from waypoint.journal import (
     history_from_rows,
 )
 from waypoint.stores import redact
+from waypoint.stores._pgpool import ConnectionPool
 from waypoint.stores.base import Store
 from waypoint.stores.schema import SCHEMA_REVISION, alembic_config, check_revision
 
@@ -306,16 +307,19 @@ class PostgresStore(Store):
     async def open(self) -> None:
         if self._pool is not None:
             return
-        try:
-            pool = await asyncpg.create_pool(
+
+        async def connect() -> Any:
+            return await asyncpg.connect(
                 self._dsn,
-                min_size=self.min_size,
-                max_size=self.max_size,
                 server_settings=self._settings or None,
                 timeout=CONNECT_TIMEOUT,
-                reset=_keep_session,
             )
+
+        pool = ConnectionPool(connect, max_size=self.max_size)
+        try:
+            await pool.start(self.min_size)
         except (asyncpg.PostgresError, *_CONNECTION_LOST) as exc:
+            await pool.close()
             raise StoreError(
                 f"cannot connect to PostgreSQL at {self.dsn}: "
                 f"{type(exc).__name__}: {exc}. Check that the server is running "
@@ -881,17 +885,6 @@ def _steps(rows: Sequence[Any]) -> tuple[list[Checkpoint], list[StepFailure]]:
             )
         )
     return checkpoints, failures
-
-
-async def _keep_session(conn: Any) -> None:
-    """Hand a connection back to the pool as it is.
-
-    asyncpg's default reset sends a query (RESET ALL, UNLISTEN, CLOSE, advisory
-    unlock) on every release: a second round trip per step. This store leaves
-    no session state behind (every call is one statement or one transaction,
-    and the migration lock is released explicitly), so there is nothing to
-    reset.
-    """
 
 
 async def _cut_connection(conn: Any) -> None:
