@@ -17,7 +17,7 @@ import enum
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "CrashHook",
@@ -43,12 +43,13 @@ class CrashPhase(enum.StrEnum):
 STEP_PHASES = (CrashPhase.BEFORE, CrashPhase.AFTER_EFFECT, CrashPhase.AFTER_COMMIT)
 
 
-@dataclass(frozen=True, slots=True)
-class CrashSite:
+class CrashSite(NamedTuple):
     """Where a run stands when a hook is called.
 
     ``step`` and ``occurrence`` (1 for the first call of that step name in the
-    execution) are None at ``before_complete``.
+    execution) are None at ``before_complete``. A named tuple, because an
+    armed hook sees three of these per step and a chaos run arms it for every
+    scenario.
     """
 
     phase: CrashPhase
