@@ -1,9 +1,12 @@
 """Kill mode versus in-process crashes: scenarios per second, same workflow.
 
-A scenario is one crash and the resume after it, on a 20-step workflow. In
-process, the crash is an exception and the resume a fresh runtime; in kill
-mode, both are child processes and the crash is SIGKILL. Run from the
-repository root (the children import this module as ``bench.kill``):
+A scenario is one crash and the resume after it, on a 20-step workflow,
+played by ``Chaos.explore`` with the invariants checked after each. In
+process, the crash is an exception and the resume a fresh runtime
+(``mode="inprocess"``, every single crash); in kill mode, both are child
+processes and the crash is SIGKILL (``mode="kill"``, a seeded sample of the
+crash points). Run from the repository root (the children import this
+module as ``bench.kill``):
 
     .venv/bin/python -m bench.kill
 """
@@ -19,11 +22,11 @@ from pathlib import Path
 
 from bench.common import Figure
 from pytest_waypoint._postgres import isolated_store, server_dsn, unavailable_reason
+from pytest_waypoint.harness import Chaos
 from pytest_waypoint.kill import ChildStatus, child_dsn, run_child
 from pytest_waypoint.schedule import CrashPoint
 from pytest_waypoint.search import ordered_points
 from waypoint import SQLiteStore, Store, Waypoint, checkpoint, workflow
-from waypoint.hooks import CrashSite, SimulatedCrash, armed
 
 SECTION = "kill mode"
 STEPS = 20
@@ -52,20 +55,12 @@ def _points() -> list[CrashPoint]:
     return ordered_points([("bench_step", k) for k in range(1, STEPS + 1)])
 
 
-async def _in_process(store: Store, points: list[CrashPoint]) -> float:
+async def _explored(store: Store, mode: str, budget: int) -> tuple[float, int]:
+    """Scenarios per second of one exploration (its reference run included)."""
+    chaos = Chaos(store, mode=mode, max_scenarios=budget, seed=1)
     start = time.perf_counter()
-    for n, point in enumerate(points):
-
-        def hook(site: CrashSite, point: CrashPoint = point) -> None:
-            if point.matches(site):
-                raise SimulatedCrash(site)
-
-        async with Waypoint(store) as wp:
-            with contextlib.suppress(SimulatedCrash), armed(hook):
-                await wp.run(twenty_steps, execution_id=f"in-{n}")
-        async with Waypoint(store) as fresh:
-            await fresh.resume(f"in-{n}")
-    return len(points) / (time.perf_counter() - start)
+    report = await chaos.explore(twenty_steps)
+    return len(report.scenarios) / (time.perf_counter() - start), len(report.scenarios)
 
 
 async def _killed(
@@ -105,12 +100,22 @@ async def _figures(backend: str, store: Store) -> list[Figure]:
     points = _points()
     step = len(points) // KILL_SCENARIOS
     sample = points[::step][:KILL_SCENARIOS]
-    in_process = await _in_process(store, points)
-    killed = await _killed(store, sample)
+    in_process, explored = await _explored(store, "inprocess", len(points))
+    killed, sampled = await _explored(store, "kill", KILL_SCENARIOS)
     killed_here = await _killed(store, sample, resume_here=True)
     return [
-        Figure(SECTION, f"{backend}: in-process crash + resume", in_process, "scen/s"),
-        Figure(SECTION, f"{backend}: SIGKILL child + child resume", killed, "scen/s"),
+        Figure(
+            SECTION,
+            f"{backend}: explore(mode='inprocess')",
+            in_process,
+            "scen/s",
+        ),
+        Figure(
+            SECTION,
+            f"{backend}: explore(mode='kill'): SIGKILL child + child resume",
+            killed,
+            "scen/s",
+        ),
         Figure(
             SECTION,
             f"{backend}: SIGKILL child + resume in the parent",
@@ -122,7 +127,7 @@ async def _figures(backend: str, store: Store) -> list[Figure]:
             f"{backend}: kill mode cost per scenario",
             in_process / killed,
             "x",
-            f"{len(points)} in-process, {len(sample)} killed scenarios",
+            f"{explored} in-process, {sampled} killed scenarios",
         ),
     ]
 

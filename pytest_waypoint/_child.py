@@ -59,7 +59,7 @@ async def _main(request: dict[str, Any], channel: _Channel) -> None:
     from waypoint import Waypoint
     from waypoint.decorators import workflow_definition
     from waypoint.hooks import CrashSite, armed
-    from waypoint.serialization import type_name
+    from waypoint.serialization import decode_arguments, type_name
 
     for entry in reversed(request["sys_path"]):
         if entry not in sys.path:
@@ -69,20 +69,28 @@ async def _main(request: dict[str, Any], channel: _Channel) -> None:
     os.environ["WAYPOINT_DSN"] = request["dsn"]
     crash_at = parse_point(request["crash_at"]) if request["crash_at"] else None
     sites: list[str] = []
+    positions: list[int | None] = []
 
     def hook(site: CrashSite) -> None:
         sites.append(site.point)
+        positions.append(site.position)
         if crash_at is not None and crash_at.matches(site):
             channel.send(
                 event="crash",
                 point=site.point,
                 position=site.position,
                 sites=sites,
+                positions=positions,
             )
             channel.freeze()
 
     fn = _resolve(request["target"])
     definition = workflow_definition(fn)
+    args, kwargs = request["args"], request["kwargs"]
+    if request.get("input") is not None:
+        # Typed arguments (models, dates) are rebuilt as the runtime would
+        # rebuild the recorded input.
+        args, kwargs = decode_arguments(fn, request["input"])
     execution_id = request["execution_id"]
     async with Waypoint(request["dsn"], lease_seconds=request["lease_seconds"]) as wp:
         if request["gate"]:
@@ -94,10 +102,7 @@ async def _main(request: dict[str, Any], channel: _Channel) -> None:
                     output = await wp.resume(execution_id)
                 else:
                     output = await wp.run(
-                        fn,
-                        *request["args"],
-                        execution_id=execution_id,
-                        **request["kwargs"],
+                        fn, *args, execution_id=execution_id, **kwargs
                     )
         except Exception as exc:
             channel.send(
@@ -106,6 +111,7 @@ async def _main(request: dict[str, Any], channel: _Channel) -> None:
                 error_type=type_name(exc),
                 error_message=str(exc),
                 sites=sites,
+                positions=positions,
             )
             return
     channel.send(
@@ -113,6 +119,7 @@ async def _main(request: dict[str, Any], channel: _Channel) -> None:
         status="completed",
         output=definition.codec.encode(output),
         sites=sites,
+        positions=positions,
     )
 
 

@@ -59,6 +59,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     chaos.add_argument(
         "--schedule", help="explore only this schedule, e.g. 'fetch#1@after_effect'"
     )
+    chaos.add_argument(
+        "--mode",
+        choices=("inprocess", "kill"),
+        default="inprocess",
+        help="crash with an exception in this process, or SIGKILL a child "
+        "process per run and resume (kill needs a SQLite file or PostgreSQL)",
+    )
+    chaos.add_argument(
+        "--racers",
+        type=int,
+        default=0,
+        metavar="K",
+        help="after each single crash, also race K >= 2 resumers",
+    )
+    chaos.add_argument(
+        "--db-faults",
+        action="store_true",
+        help="also cut the connection at each checkpoint's commit (PostgreSQL)",
+    )
     chaos.set_defaults(func=run)
 
 
@@ -108,6 +127,9 @@ async def _explore(
             max_crashes=args.max_crashes or DEFAULT_MAX_CRASHES,
             schedules=[parse_schedule(args.schedule)] if args.schedule else [],
             reproduce=lambda s: _reproduce(args, s),
+            mode=args.mode,
+            racers=args.racers,
+            faults=("crash", "db") if args.db_faults else ("crash",),
         )
         report = await chaos.explore(
             target, *call_args, raise_on_violation=False, **call_kwargs
@@ -178,5 +200,12 @@ def _reproduce(args: argparse.Namespace, schedule: Schedule) -> str:
     words += [f"--kwarg={k}" for k in args.kwarg]
     if args.dsn:
         words.append(f"--dsn={args.dsn}")
-    words.append(f"--schedule={schedule}")
+    if args.mode != "inprocess":
+        words.append(f"--mode={args.mode}")
+    if args.racers:
+        words.append(f"--racers={args.racers}")
+    if args.db_faults:
+        words.append("--db-faults")
+    if schedule:
+        words.append(f"--schedule={schedule}")
     return shlex.join(words)

@@ -1,49 +1,42 @@
 """The chaos harness: crash a workflow at every point, resume it, check it.
 
-Three layers, so that new ways of crashing and searching slot in:
-
-``CrashDriver``   runs one segment of an execution (its start or a resume)
-                  until it ends or the next point of the schedule fires.
-                  ``InProcess`` raises ``SimulatedCrash`` from the runtime's
-                  hook; a driver that runs the segment in a child process
-                  and SIGKILLs it has the same shape.
-``play``          plays one ``Schedule`` against a fresh execution: a
-                  segment per crash, each resume in a fresh runtime on the
-                  same store, then one more resume with no crash left.
-``Chaos``         the ``chaos`` fixture: a reference run, the schedules to
-                  explore, the invariants after each, the report.
+``play.py`` plays one crash schedule through a ``CrashDriver`` (in process,
+or a SIGKILLed child with ``kill.KillDriver``); ``search.py`` chooses the
+schedules, every one when they are few and a seeded sample when not;
+``faults.py`` adds races of resumers and cut database connections. This
+module holds ``Chaos`` (the ``chaos`` fixture: a reference run, the
+scenarios, the invariants after each, the report) and ``ScheduledWaypoint``
+(the runtime of the crash marker).
 """
 
 from __future__ import annotations
 
-import random
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from pytest_waypoint import llm
-from pytest_waypoint.effects import execution_effects
-from pytest_waypoint.invariants import (
-    Outcome,
-    ScenarioRun,
-    Segment,
-    Site,
-    check,
-    check_alone,
-)
+from pytest_waypoint.invariants import ScenarioRun, check_alone
+from pytest_waypoint.invariants import check as check_invariants
+from pytest_waypoint.play import CrashDriver, InProcess, crash_points, play
 from pytest_waypoint.report import ChaosViolation, ExplorationReport, Scenario
 from pytest_waypoint.schedule import CrashPoint, Schedule, parse_schedule
+from pytest_waypoint.search import plan_schedules
 from waypoint.decorators import WorkflowDef, workflow_definition
-from waypoint.errors import WaypointError
-from waypoint.hooks import CrashPhase, CrashSite, SimulatedCrash, armed
+from waypoint.errors import ConfigurationError, WaypointError
+from waypoint.hooks import CrashPhase, WriteCut
 from waypoint.ids import new_execution_id
+from waypoint.journal import ExecutionStatus
 from waypoint.runtime import Waypoint
+from waypoint.serialization import encode_arguments
 from waypoint.stores.base import Store
 
 __all__ = [
     "DEFAULT_MAX_CRASHES",
     "DEFAULT_MAX_SCENARIOS",
+    "DEFAULT_MODE",
+    "FAULTS",
+    "MODES",
     "Chaos",
     "CrashDriver",
     "InProcess",
@@ -63,211 +56,60 @@ DEFAULT_MAX_SCENARIOS = 500
 #: the number of schedules grows with the power of it.
 DEFAULT_MAX_CRASHES = 1
 
+#: How a crash is made: an exception raised in this process, or SIGKILL of
+#: a child process running the segment.
+MODES = ("inprocess", "kill")
+DEFAULT_MODE = "inprocess"
+
+#: Kinds of fault an exploration injects: crashes always; "db" adds cut
+#: connections at the commit of each checkpoint (PostgreSQL only).
+FAULTS = ("crash", "db")
+
 
 class ReferenceRunFailed(WaypointError):
     """Raised when the workflow cannot even run once without a crash."""
 
 
-class CrashDriver(Protocol):
-    """Runs one segment of an execution under a schedule's pending points.
-
-    It pops the point that fired from ``pending`` and records it as the
-    segment's ``crashed_at``, with every site reached up to the crash.
-    """
-
-    name: str
-
-    async def segment(
-        self,
-        store: Store,
-        workflow: WorkflowDef,
-        execution_id: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        pending: list[CrashPoint],
-        *,
-        resume: bool,
-    ) -> Segment: ...
-
-
-class _Recorder:
-    """The armed hook: records sites, and crashes at the next pending point.
-
-    After the crash every later site of the execution crashes too, so that a
-    sibling step left running by ``asyncio.gather`` dies at its next boundary
-    as it would with the process.
-    """
-
-    __slots__ = ("dead", "execution_id", "pending", "segment", "target")
-
-    def __init__(self, execution_id: str, segment: Segment, pending: list[CrashPoint]):
-        self.execution_id = execution_id
-        self.segment = segment
-        self.pending = pending
-        self.dead: CrashSite | None = None
-        # The next point as a plain tuple: compared at every site.
-        self.target = (
-            (pending[0].step, pending[0].occurrence, pending[0].phase)
-            if pending
-            else None
-        )
-
-    def __call__(self, site: CrashSite) -> None:
-        if site.execution_id != self.execution_id:
-            return
-        if self.dead is not None:
-            raise SimulatedCrash(self.dead)
-        key = (site.step, site.occurrence, site.phase)
-        point = _POINTS.get(key) or _new_point(key)
-        self.segment.sites.append(Site(point, site.position))
-        if key == self.target:
-            self.segment.crashed_at = self.pending.pop(0)
-            self.dead = site
-            raise SimulatedCrash(site)
-
-
-#: Crash points by (step, occurrence, phase): a hook call is on the hot
-#: path, and building and validating a point per site costs a fifth of an
-#: exploration. Cleared when it grows past what any one workflow needs.
-_POINTS: dict[tuple[str | None, int | None, CrashPhase], CrashPoint] = {}
-_POINTS_LIMIT = 100_000
-
-
-def _new_point(key: tuple[str | None, int | None, CrashPhase]) -> CrashPoint:
-    if len(_POINTS) >= _POINTS_LIMIT:
-        _POINTS.clear()
-    point = _POINTS[key] = CrashPoint(*key)
-    return point
-
-
-class InProcess:
-    """Crashes by raising ``SimulatedCrash`` at the point, in this process.
-
-    Each segment gets a fresh runtime on the shared store, as a restarted
-    process would; the crashed runtime releases its lease on the way out.
-    """
-
-    name = "in-process"
-
-    # TODO(perf): on MemoryStore an exploration costs ~3.5x as many plain
-    # runs (on SQLite ~1.5x): the armed runtime builds a CrashSite per hook
-    # call, and each scenario reads its whole journal back to check it.
-
-    async def segment(
-        self,
-        store: Store,
-        workflow: WorkflowDef,
-        execution_id: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        pending: list[CrashPoint],
-        *,
-        resume: bool,
-    ) -> Segment:
-        segment = Segment(resume=resume)
-        before = llm.usage(execution_id)
-        runtime = Waypoint(store)
-        try:
-            with armed(_Recorder(execution_id, segment, pending)):
-                if resume:
-                    await runtime.resume(execution_id)
-                else:
-                    await runtime.run(
-                        workflow.fn, *args, execution_id=execution_id, **kwargs
-                    )
-        except SimulatedCrash:
-            pass
-        except Exception as exc:
-            segment.error = exc
-        finally:
-            await runtime.close()
-        spent = llm.usage(execution_id) - before
-        segment.llm_calls, segment.llm_tokens = spent.calls, spent.tokens
-        return segment
-
-
-async def play(
-    store: Store,
-    workflow: WorkflowDef,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    schedule: Schedule,
-    execution_id: str,
-    driver: CrashDriver | None = None,
-) -> ScenarioRun:
-    """Play ``schedule`` against a new execution and observe what it left.
-
-    After each crash comes a resume, in which the next point may fire; after
-    the last crash, one resume with nothing left to fire must finish.
-    """
-    driver = driver or InProcess()
-    pending = list(schedule.points)
-    segments = [
-        await driver.segment(
-            store, workflow, execution_id, args, kwargs, pending, resume=False
-        )
-    ]
-    while segments[-1].crashed_at is not None and len(segments) <= len(schedule):
-        segments.append(
-            await driver.segment(
-                store, workflow, execution_id, args, kwargs, pending, resume=True
-            )
-        )
-    return ScenarioRun(
-        schedule, execution_id, segments, await observe(store, execution_id)
-    )
-
-
-async def observe(store: Store, execution_id: str) -> Outcome:
-    """What the store holds for ``execution_id``: status, journal, effects."""
-    execution = await store.get_execution(execution_id)
-    return Outcome(
-        status=execution.status,
-        output=execution.output,
-        error=execution.error,
-        events=tuple(await store.history(execution_id)),
-        effects=await execution_effects(store, execution_id),
-    )
-
-
-def crash_points(reference: ScenarioRun) -> list[CrashPoint]:
-    """Every point the uncrashed run passed, in the order it passed them."""
-    seen: dict[CrashPoint, None] = {}
-    for segment in reference.segments:
-        for site in segment.sites:
-            seen.setdefault(site.point, None)
-    return list(seen)
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    schedules: list[Schedule]
-    planned: int
-    sampled: bool
-
-
-def plan(candidates: Sequence[Schedule], budget: int, rng: random.Random) -> Plan:
-    """All candidates within the budget, else a seeded sample in order."""
-    if len(candidates) <= budget:
-        return Plan(list(candidates), len(candidates), False)
-    keep = sorted(rng.sample(range(len(candidates)), budget))
-    return Plan([candidates[i] for i in keep], len(candidates), True)
-
-
-def second_crashes(first: ScenarioRun) -> list[Schedule]:
-    """Schedules that add one crash, at a point the first one's resume reached."""
-    if len(first.segments) < 2:
-        return []
-    points = dict.fromkeys(site.point for site in first.segments[1].sites)
-    return [Schedule((*first.schedule.points, point)) for point in points]
-
-
 def _default_reproduce(schedule: Schedule) -> str:
+    if not schedule:
+        return "run the exploration again: database faults are not random"
     return f"--waypoint-schedule='{schedule}'"
 
 
+def check_mode(mode: object) -> str:
+    if mode not in MODES:
+        raise ConfigurationError(
+            f"unknown crash mode {mode!r}; choose one of {', '.join(MODES)}"
+        )
+    return str(mode)
+
+
+def check_faults(faults: Iterable[object]) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(faults))
+    unknown = [f for f in chosen if f not in FAULTS]
+    if unknown or "crash" not in chosen:
+        raise ConfigurationError(
+            f"bad faults {chosen!r}: give 'crash' and optionally 'db', from "
+            f"{', '.join(FAULTS)}"
+        )
+    return tuple(str(f) for f in chosen)
+
+
+def check_racers(racers: object) -> int:
+    if not isinstance(racers, int) or racers < 0 or racers == 1:
+        raise ConfigurationError(
+            f"bad number of racing resumers {racers!r}: 0 for no races, or 2 or more"
+        )
+    return racers
+
+
 class Chaos:
-    """The ``chaos`` fixture: crash-test workflows on the test's store."""
+    """The ``chaos`` fixture: crash-test workflows on the test's store.
+
+    ``first`` are schedules to try before the planned ones (those that failed
+    in an earlier run); ``racers`` >= 2 adds a race of that many resumers
+    after each single crash; ``faults`` with "db" adds cut connections.
+    """
 
     def __init__(
         self,
@@ -277,25 +119,60 @@ class Chaos:
         max_scenarios: int = DEFAULT_MAX_SCENARIOS,
         max_crashes: int = DEFAULT_MAX_CRASHES,
         schedules: Sequence[Schedule] = (),
+        first: Sequence[Schedule] = (),
         reproduce: Callable[[Schedule], str] = _default_reproduce,
         driver: CrashDriver | None = None,
+        mode: str = DEFAULT_MODE,
+        racers: int = 0,
+        faults: Sequence[str] = ("crash",),
+        seed_note: str = "",
     ) -> None:
         self.store = store
         self.seed = seed
+        self.seed_note = seed_note or f"seed {seed}"
         self.max_scenarios = max_scenarios
         self.max_crashes = max_crashes
         self.schedules = list(schedules)
+        self.first = list(first)
         self.reproduce = reproduce
-        # TODO(kill-mode): a driver around pytest_waypoint.kill.run_child,
-        # chosen by explore(mode="kill") and --waypoint-mode; the invariant
-        # checks already read only what a child can report.
-        self.driver: CrashDriver = driver or InProcess()
+        self.mode = check_mode(mode)
+        self.racers = check_racers(racers)
+        self.faults = check_faults(faults)
+        self._drivers: dict[str, CrashDriver] = {}
+        if driver is not None:
+            self._drivers[self.mode] = driver
         self.reports: list[ExplorationReport] = []
+        self.scenarios: list[Scenario] = []
+        self._references: dict[tuple[str, str, str], ScenarioRun] = {}
         self._tag = uuid.uuid4().hex[:8]
         self._count = 0
 
+    @property
+    def driver(self) -> CrashDriver:
+        return self._driver(self.mode)
+
     def __repr__(self) -> str:
         return f"<Chaos {self.driver.name} on {self.store.dsn}>"
+
+    def _driver(self, mode: str | None) -> CrashDriver:
+        mode = self.mode if mode is None else check_mode(mode)
+        if mode not in self._drivers:
+            if mode == "kill":
+                from pytest_waypoint.kill import KillDriver
+
+                self._drivers[mode] = KillDriver()
+            else:
+                self._drivers[mode] = InProcess()
+        return self._drivers[mode]
+
+    def _prepare(self, definition: WorkflowDef, mode: str | None) -> CrashDriver:
+        driver = self._driver(mode)
+        check = getattr(driver, "check", None)
+        if check is not None:
+            # Before any run: a workflow a child cannot import, or a journal
+            # it cannot open, is the user's to fix, not a crash to report.
+            check(self.store, definition)
+        return driver
 
     def _execution_id(self, label: str) -> str:
         self._count += 1
@@ -306,64 +183,184 @@ class Chaos:
         wf: Callable[..., Awaitable[Any]] | str,
         *args: Any,
         schedule: Schedule | str,
+        mode: str | None = None,
         **kwargs: Any,
     ) -> ScenarioRun:
         """Play one schedule against ``wf`` and return what happened."""
         if isinstance(schedule, str):
             schedule = parse_schedule(schedule)
         definition = workflow_definition(wf)
+        driver = self._prepare(definition, mode)
         execution_id = self._execution_id("run")
         return await play(
-            self.store, definition, args, kwargs, schedule, execution_id, self.driver
+            self.store, definition, args, kwargs, schedule, execution_id, driver
         )
+
+    async def reference(
+        self,
+        wf: Callable[..., Awaitable[Any]] | str,
+        *args: Any,
+        mode: str | None = None,
+        **kwargs: Any,
+    ) -> list[CrashPoint]:
+        """The crash points of ``wf``'s uncrashed run, in the order reached.
+
+        What ``strategies.schedules`` draws from. The run is made once per
+        workflow, arguments and mode, and is what ``check`` compares with.
+        """
+        definition = workflow_definition(wf)
+        driver = self._prepare(definition, mode)
+        return crash_points(await self._reference(definition, args, kwargs, driver))
+
+    async def check(
+        self,
+        wf: Callable[..., Awaitable[Any]] | str,
+        *args: Any,
+        schedule: Schedule | str,
+        mode: str | None = None,
+        **kwargs: Any,
+    ) -> Scenario:
+        """Play ``schedule`` against ``wf`` and check every invariant.
+
+        Raises ``ChaosViolation`` naming the schedule and the line that
+        reproduces it. Made for ``@given`` tests that draw schedules from
+        ``strategies.schedules(await chaos.reference(wf, ...))``. A schedule
+        given to the session (``--waypoint-schedule`` or the marker) replaces
+        the drawn one: that is how the reproduction line replays a failure.
+        A drawn point that cannot fire is not a failure.
+        """
+        if isinstance(schedule, str):
+            schedule = parse_schedule(schedule)
+        definition = workflow_definition(wf)
+        driver = self._prepare(definition, mode)
+        reference = await self._reference(definition, args, kwargs, driver)
+        scenario = None
+        for played in self.schedules or [schedule]:
+            run = await play(
+                self.store,
+                definition,
+                args,
+                kwargs,
+                played,
+                self._execution_id(_label(played)),
+                driver,
+            )
+            scenario = Scenario(run, check_invariants(reference, run))
+            self.scenarios.append(scenario)
+            if scenario.violations:
+                raise ChaosViolation(self._check_failure(definition, scenario))
+        assert scenario is not None
+        return scenario
+
+    def _check_failure(self, definition: WorkflowDef, scenario: Scenario) -> str:
+        crashes = len(scenario.schedule)
+        lines = [
+            f"crash schedule {scenario.schedule} ({crashes} crash"
+            f"{'es' if crashes != 1 else ''}) of workflow {definition.name!r} "
+            f"broke {len(scenario.violations)} invariant(s); {self.seed_note}",
+        ]
+        lines += [v.describe(self.reproduce(v.schedule)) for v in scenario.violations]
+        return "\n".join(lines)
 
     async def explore(
         self,
         wf: Callable[..., Awaitable[Any]] | str,
         *args: Any,
         raise_on_violation: bool = True,
+        mode: str | None = None,
+        max_crashes: int | None = None,
+        racers: int | None = None,
+        faults: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> ExplorationReport:
         """Crash ``wf`` at every point, resume it, and check the invariants.
 
-        Runs it once uncrashed, then each single crash (each step call x
-        each phase, and before completion), each resumed in a fresh
-        runtime; with ``max_crashes`` >= 2 also a second crash in each
-        resume. Raises ``ChaosViolation`` with the crash matrix when an
-        invariant breaks or a scheduled point never fires.
+        Runs it once uncrashed, then every feasible schedule of up to
+        ``max_crashes`` crashes (crashes during resumes included), each
+        resume in a fresh runtime, or a seeded sample of them beyond
+        ``max_scenarios``; then, as asked, races of ``racers`` resumers and
+        cut database connections (``faults``). ``mode`` "kill" runs every
+        segment in a child process killed with SIGKILL. The keywords of the
+        fixture's settings apply where these are None. Raises
+        ``ChaosViolation`` with the crash matrix when an invariant breaks or
+        a scheduled point never fires.
         """
         definition = workflow_definition(wf)
-        reference = await self._reference(definition, args, kwargs)
+        driver = self._prepare(definition, mode)
+        depth = self.max_crashes if max_crashes is None else max_crashes
+        if not isinstance(depth, int) or depth < 1:
+            raise ConfigurationError(f"max_crashes must be >= 1, not {depth!r}")
+        racing = self.racers if racers is None else check_racers(racers)
+        kinds = self.faults if faults is None else check_faults(faults)
+        reference = await self._reference(definition, args, kwargs, driver)
         points = crash_points(reference)
         report = ExplorationReport(
             definition.name,
             reference,
             points,
             seed=self.seed,
+            seed_note=self.seed_note,
             reproduce=self.reproduce,
             given=bool(self.schedules),
+            mode=driver.name,
         )
-        rng = random.Random(self.seed)
-        candidates = self.schedules or [Schedule((p,)) for p in points]
-        await self._explore(definition, args, kwargs, report, candidates, rng)
-        if not self.schedules and self.max_crashes >= 2:
-            # TODO(multi-crash): only pairs; deeper schedules and the
-            # switch to a Hypothesis search come with the schedule search.
-            firsts = [s.run for s in report.scenarios if len(s.schedule) == 1]
-            pairs = [p for run in firsts for p in second_crashes(run)]
-            budget = self.max_scenarios - len(report.scenarios)
-            await self._explore(definition, args, kwargs, report, pairs, rng, budget)
+        schedules = self._plan(points, depth, report)
+        await self._crashes(definition, args, kwargs, report, schedules, driver)
+        if racing:
+            singles = [s for s in schedules if len(s) == 1] or schedules
+            await self._races(definition, args, kwargs, report, singles, driver, racing)
+        if "db" in kinds:
+            await self._write_cuts(definition, args, kwargs, report)
         self.reports.append(report)
         if raise_on_violation and not report.ok:
             raise ChaosViolation(report.text(), report)
         return report
 
+    def _plan(
+        self, points: list[CrashPoint], depth: int, report: ExplorationReport
+    ) -> list[Schedule]:
+        if self.schedules:
+            report.plan = f"the given schedule{'s' if len(self.schedules) > 1 else ''}"
+            report.planned = len(self.schedules)
+            return list(self.schedules)
+        plan = plan_schedules(
+            points, max_crashes=depth, budget=self.max_scenarios, seed=self.seed
+        )
+        report.plan = plan.description
+        report.planned = plan.total
+        report.sampled = not plan.exhaustive
+        # Failures of an earlier run come first, whether or not the sample
+        # would pick them again; only those this workflow can reach.
+        known = set(points)
+        first = [
+            s
+            for s in self.first
+            if s and len(s) <= depth and all(p in known for p in s)
+        ]
+        report.retried = len(first)
+        return list(dict.fromkeys([*first, *plan.schedules]))
+
     async def _reference(
-        self, definition: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        definition: WorkflowDef,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        driver: CrashDriver,
     ) -> ScenarioRun:
+        try:
+            key = (
+                definition.name,
+                driver.name,
+                encode_arguments(definition.fn, args, kwargs),
+            )
+        except Exception:
+            key = (definition.name, driver.name, repr((args, kwargs)))
+        cached = self._references.get(key)
+        if cached is not None:
+            return cached
         execution_id = self._execution_id("reference")
         reference = await play(
-            self.store, definition, args, kwargs, Schedule(), execution_id, self.driver
+            self.store, definition, args, kwargs, Schedule(), execution_id, driver
         )
         if not reference.outcome.status.terminal:
             error = reference.segments[0].error
@@ -373,39 +370,105 @@ class Chaos:
                 "crash-testing it",
                 execution_id=execution_id,
             ) from error
+        self._references[key] = reference
         return reference
 
-    async def _explore(
+    async def _crashes(
         self,
         definition: WorkflowDef,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         report: ExplorationReport,
-        candidates: Sequence[Schedule],
-        rng: random.Random,
-        budget: int | None = None,
+        schedules: Sequence[Schedule],
+        driver: CrashDriver,
     ) -> None:
-        chosen = plan(candidates, self.max_scenarios if budget is None else budget, rng)
-        report.planned += chosen.planned
-        report.sampled = report.sampled or chosen.sampled
         reference_llm = sum(s.llm_calls for s in report.reference.segments)
         reference_tokens = sum(s.llm_tokens for s in report.reference.segments)
-        for schedule in chosen.schedules:
+        for schedule in schedules:
             execution_id = self._execution_id(_label(schedule))
             run = await play(
+                self.store, definition, args, kwargs, schedule, execution_id, driver
+            )
+            report.scenarios.append(
+                Scenario(run, check_invariants(report.reference, run))
+            )
+            for resumed in run.segments[1:]:
+                report.llm_saved += llm.Usage(
+                    max(0, reference_llm - resumed.llm_calls),
+                    max(0, reference_tokens - resumed.llm_tokens),
+                )
+
+    async def _races(
+        self,
+        definition: WorkflowDef,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        report: ExplorationReport,
+        schedules: Sequence[Schedule],
+        driver: CrashDriver,
+        racers: int,
+    ) -> None:
+        from pytest_waypoint.faults import play_race
+
+        if report.reference.outcome.status is not ExecutionStatus.COMPLETED:
+            # A recorded failure is every racer's answer; there is no run left
+            # to race for.
+            report.notes.append("races skipped: the uncrashed run did not complete")
+            return
+        for schedule in schedules:
+            execution_id = self._execution_id("race-" + _label(schedule))
+            run = await play_race(
                 self.store,
                 definition,
                 args,
                 kwargs,
                 schedule,
                 execution_id,
-                self.driver,
+                driver,
+                racers,
             )
-            report.scenarios.append(Scenario(run, check(report.reference, run)))
-            for resumed in run.segments[1:]:
-                report.llm_saved += llm.Usage(
-                    max(0, reference_llm - resumed.llm_calls),
-                    max(0, reference_tokens - resumed.llm_tokens),
+            report.scenarios.append(
+                Scenario(run, check_invariants(report.reference, run))
+            )
+
+    async def _write_cuts(
+        self,
+        definition: WorkflowDef,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        report: ExplorationReport,
+    ) -> None:
+        from pytest_waypoint.faults import play_write_cut, write_cuts_unsupported
+
+        reason = write_cuts_unsupported(self.store)
+        if reason is not None:
+            report.notes.append(reason)
+            return
+        # TODO(kill-db-faults): cuts run in this process even in kill mode;
+        # the child would need the fault armed by the request it reads.
+        commits = {
+            site.position: f"{site.point.step}#{site.point.occurrence}"
+            for segment in report.reference.segments
+            for site in segment.sites
+            if site.phase is CrashPhase.AFTER_COMMIT and site.position is not None
+        }
+        for position, label in sorted(commits.items()):
+            for cut in WriteCut:
+                execution_id = self._execution_id(
+                    f"cut-{label.replace('#', '')}-{cut.value}"
+                )
+                run = await play_write_cut(
+                    self.store,
+                    definition,
+                    args,
+                    kwargs,
+                    execution_id,
+                    position=position,
+                    label=label,
+                    cut=cut,
+                )
+                report.scenarios.append(
+                    Scenario(run, check_invariants(report.reference, run))
                 )
 
 

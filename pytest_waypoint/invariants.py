@@ -20,6 +20,7 @@ from waypoint.journal import Event, EventKind, ExecutionStatus
 
 __all__ = [
     "INVARIANTS",
+    "Fault",
     "Invariant",
     "Outcome",
     "ScenarioRun",
@@ -40,6 +41,7 @@ class Invariant(enum.IntEnum):
     EFFECTS_ONCE = 4
     SAME_STEPS = 5
     TERMINATES = 6
+    ONE_RESUMER = 7
 
     @property
     def text(self) -> str:
@@ -55,6 +57,7 @@ INVARIANTS = {
     Invariant.EFFECTS_ONCE: "each side effect happens once per idempotency key",
     Invariant.SAME_STEPS: "the resumed run makes the same steps as the journal",
     Invariant.TERMINATES: "the schedule ends in a terminal state within its resumes",
+    Invariant.ONE_RESUMER: "of runtimes racing to resume, one runs each step",
 }
 
 
@@ -133,14 +136,31 @@ class Outcome:
         }
 
 
+class Fault(enum.StrEnum):
+    """The kind of a scenario: what was done to the execution besides
+    crashing it at the schedule's points."""
+
+    CRASH = "crash"  # nothing more: the schedule's crashes, then one resume
+    RACE = "race"  # the last resume is a race of several runtimes
+    DB = "db"  # a checkpoint write lost its connection at the commit
+
+
 @dataclass(slots=True)
 class ScenarioRun:
-    """One schedule played against one execution, and what it left."""
+    """One schedule played against one execution, and what it left.
+
+    ``fault`` says what else the scenario did, ``detail`` how (``3
+    resumers``, ``cut after_commit at fetch#2``); ``race`` lists what broke
+    the rules of a race of resumers.
+    """
 
     schedule: Schedule
     execution_id: str
     segments: list[Segment]
     outcome: Outcome
+    fault: Fault = Fault.CRASH
+    detail: str = ""
+    race: tuple[str, ...] = ()
 
     @property
     def fired(self) -> list[CrashPoint]:
@@ -166,11 +186,17 @@ class Violation:
     actual: str
     execution_id: str = ""
     duplicates: int = 0
+    fault: Fault = Fault.CRASH
+    detail: str = ""
 
     def describe(self, reproduce: str = "") -> str:
         lines = [
             f"invariant {self.invariant.value} broken: {self.invariant.text}",
-            f"  schedule:  {self.schedule}",
+            f"  schedule:  {self.schedule or '(no crash)'}",
+        ]
+        if self.fault is not Fault.CRASH:
+            lines.append(f"  fault:     {self.fault.value}: {self.detail}")
+        lines += [
             f"  expected:  {self.expected}",
             f"  actual:    {self.actual}",
         ]
@@ -182,8 +208,17 @@ class Violation:
 
 
 def check_alone(run: ScenarioRun) -> list[Violation]:
-    """The invariants that need no reference run: 1, 3, 5 (replay), 6."""
+    """The invariants that need no reference run: 1, 3, 5 (replay), 6, 7."""
     found = [*_rerun_after_commit(run), *_journal(run), *_diverged(run)]
+    if run.race:
+        found.append(
+            _violation(
+                run,
+                Invariant.ONE_RESUMER,
+                f"one of {run.detail} runs the execution, each step once",
+                "; ".join(run.race),
+            )
+        )
     if not run.outcome.status.terminal:
         last = run.segments[-1]
         why = f"; the last run ended with {_error(last.error)}" if last.error else ""
@@ -228,7 +263,14 @@ def _violation(
     duplicates: int = 0,
 ) -> Violation:
     return Violation(
-        invariant, run.schedule, expected, actual, run.execution_id, duplicates
+        invariant,
+        run.schedule,
+        expected,
+        actual,
+        run.execution_id,
+        duplicates,
+        run.fault,
+        run.detail,
     )
 
 
@@ -284,7 +326,11 @@ def _diverged(run: ScenarioRun) -> list[Violation]:
     from waypoint.errors import NonDeterminismError
 
     for segment in run.segments:
-        if isinstance(segment.error, NonDeterminismError):
+        # A child process reports its error by type name (kill mode).
+        name = getattr(segment.error, "error_type", None) or ""
+        if isinstance(segment.error, NonDeterminismError) or name.endswith(
+            ".NonDeterminismError"
+        ):
             first = str(segment.error).splitlines()
             detail = " | ".join(line.strip() for line in first[:5])
             return [

@@ -36,12 +36,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_waypoint.schedule import CrashPoint
+from pytest_waypoint.invariants import Segment, Site
+from pytest_waypoint.schedule import CrashPoint, parse_point
+from waypoint.decorators import WorkflowDef, workflow_definition
 from waypoint.errors import ConfigurationError, WaypointError
+from waypoint.serialization import encode_arguments
 from waypoint.stores.base import Store
 from waypoint.stores.sqlite import SQLiteStore
 
-__all__ = ["ChildOutcome", "ChildProcess", "ChildStatus", "child_dsn", "run_child"]
+__all__ = [
+    "ChildFailed",
+    "ChildOutcome",
+    "ChildProcess",
+    "ChildStatus",
+    "KillDriver",
+    "child_dsn",
+    "run_child",
+    "workflow_target",
+]
 
 #: How long a child may take before it is killed and reported as timed out.
 #: Start-up alone takes a few hundred milliseconds on a loaded machine.
@@ -86,6 +98,7 @@ class ChildOutcome:
     error_type: str | None = None
     error_message: str | None = None
     sites: tuple[str, ...] = ()
+    positions: tuple[int | None, ...] = ()
     pid: int = 0
     returncode: int | None = None
     seconds: float = 0.0
@@ -139,8 +152,10 @@ def child_dsn(store: Store) -> str:
             return dsn
         return f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}"
     raise ConfigurationError(
-        f"kill mode needs a journal a child process can open, and {store!r} "
-        "lives in this process only: use a SQLite file or PostgreSQL"
+        f"kill mode needs a journal a child process can open, and a "
+        f"{type(store).__name__} ({store.dsn}) lives in this process only: use "
+        "a SQLite file or PostgreSQL (--waypoint-store=sqlite or postgres; "
+        "waypoint chaos --dsn)"
     )
 
 
@@ -203,6 +218,7 @@ class ChildProcess:
         execution_id: str,
         args_json: str = "[]",
         kwargs_json: str = "{}",
+        input_json: str | None = None,
         crash_at: CrashPoint | None = None,
         resume: bool = False,
         gate: bool = False,
@@ -215,6 +231,7 @@ class ChildProcess:
             "execution_id": execution_id,
             "args": _decode_json(args_json, list, "args_json"),
             "kwargs": _decode_json(kwargs_json, dict, "kwargs_json"),
+            "input": input_json,
             "crash_at": None if crash_at is None else str(crash_at),
             "resume": resume,
             "gate": gate,
@@ -335,6 +352,7 @@ class ChildProcess:
             error_type=message.get("error_type"),
             error_message=message.get("error_message"),
             sites=tuple(message.get("sites", ())),
+            positions=tuple(message.get("positions", ())),
             pid=self.pid,
             returncode=self.process.returncode,
             seconds=time.perf_counter() - self._started,
@@ -349,6 +367,7 @@ async def run_child(
     execution_id: str,
     args_json: str = "[]",
     kwargs_json: str = "{}",
+    input_json: str | None = None,
     crash_at: CrashPoint | None = None,
     resume: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
@@ -359,7 +378,10 @@ async def run_child(
     child imports (with this process's ``sys.path``). With ``crash_at`` armed,
     the child is killed with SIGKILL when it reaches that point. The child's
     ``WAYPOINT_DSN`` is ``dsn``, so workflow code that opens the default
-    store reaches the same database. Returns after the child has been reaped.
+    store reaches the same database. ``input_json`` (from
+    ``waypoint.serialization.encode_arguments``), when given, replaces
+    ``args_json`` and ``kwargs_json`` and rebuilds typed arguments. Returns
+    after the child has been reaped.
     """
     if not isinstance(timeout, int | float) or timeout <= 0:
         raise ConfigurationError(
@@ -371,6 +393,7 @@ async def run_child(
         execution_id=execution_id,
         args_json=args_json,
         kwargs_json=kwargs_json,
+        input_json=input_json,
         crash_at=crash_at,
         resume=resume,
     )
@@ -380,3 +403,110 @@ async def run_child(
         # Cancelled (or worse): never leave a frozen child behind.
         await asyncio.shield(child.kill())
         raise
+
+
+# The harness's driver ------------------------------------------------------
+
+
+class ChildFailed(WaypointError):
+    """A child's run ended with an error (``error_type`` names its type) or
+    without a result at all (``status`` says how)."""
+
+    error_type: str | None = None
+    status: ChildStatus | None = None
+
+
+def workflow_target(definition: WorkflowDef) -> str:
+    """``module:qualname`` of a workflow, checked to import back to it.
+
+    A child process finds the workflow only by importing it, so it must live
+    at the top level of a module that is not ``__main__`` (or is run with
+    ``python -m``, whose module name is known).
+    """
+    fn = definition.fn
+    module_name = getattr(fn, "__module__", None) or ""
+    qualname = getattr(fn, "__qualname__", "")
+    if module_name == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module_name = getattr(spec, "name", None) or module_name
+    target = f"{module_name}:{qualname}"
+    if "<locals>" in qualname or module_name == "__main__" or not qualname:
+        raise ConfigurationError(
+            f"kill mode runs workflow {definition.name!r} in a child process, "
+            f"which must import it, and {target!r} cannot be imported: define "
+            "the workflow at the top level of a module (not inside a function "
+            "or a script's __main__)"
+        )
+    module = sys.modules.get(module_name)
+    found: Any = module
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    if found is None or workflow_definition(found).name != definition.name:
+        raise ConfigurationError(
+            f"kill mode runs workflow {definition.name!r} in a child process, "
+            f"which imports it as {target!r}, but that name does not lead back "
+            "to the workflow: define it at the top level of its module"
+        )
+    return target
+
+
+class KillDriver:
+    """Runs each segment in a child process, SIGKILLed at the crash point.
+
+    Nothing after the point runs in the child: no ``finally``, no ``atexit``,
+    no flush. Every segment, the last fault-free resume included, runs in a
+    fresh child, as it would after a real crash. The store must be one a
+    child can open (a SQLite file or PostgreSQL; see ``child_dsn``).
+    """
+
+    name = "kill"
+
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._targets: dict[str, str] = {}
+
+    def check(self, store: Store, definition: WorkflowDef) -> None:
+        """Raise ``ConfigurationError`` unless a child can run ``definition``
+        on ``store``; checked once, before the first child starts."""
+        child_dsn(store)
+        self._targets[definition.name] = workflow_target(definition)
+
+    async def segment(
+        self,
+        store: Store,
+        workflow: WorkflowDef,
+        execution_id: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        pending: list[CrashPoint],
+        *,
+        resume: bool,
+    ) -> Segment:
+        if workflow.name not in self._targets:
+            self.check(store, workflow)
+        outcome = await run_child(
+            self._targets[workflow.name],
+            dsn=child_dsn(store),
+            execution_id=execution_id,
+            input_json=None if resume else encode_arguments(workflow.fn, args, kwargs),
+            crash_at=pending[0] if pending else None,
+            resume=resume,
+            timeout=self.timeout,
+        )
+        positions = outcome.positions or (None,) * len(outcome.sites)
+        segment = Segment(
+            resume=resume,
+            sites=[
+                Site(parse_point(point), position)
+                for point, position in zip(outcome.sites, positions, strict=True)
+            ],
+        )
+        if outcome.fired:
+            segment.crashed_at = pending.pop(0)
+        elif outcome.status is not ChildStatus.COMPLETED:
+            segment.error = ChildFailed(
+                f"child {outcome.pid} {outcome.describe()}",
+                error_type=outcome.error_type,
+                status=outcome.status,
+            )
+        return segment

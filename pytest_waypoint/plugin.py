@@ -6,17 +6,27 @@ PostgreSQL helpers are imported inside the fixtures that need them.
 
 Settings (each a command-line option with an ini twin; the command line
 wins): ``--waypoint-store`` memory|sqlite|postgres, ``--waypoint-dsn``,
-``--waypoint-seed``, ``--waypoint-max-scenarios``, ``--waypoint-max-crashes``
+``--waypoint-seed`` (a number, or ``last`` for the previous run's),
+``--waypoint-max-scenarios``, ``--waypoint-max-crashes``, ``--waypoint-mode``
+inprocess|kill, ``--waypoint-racers``, ``--waypoint-faults`` crash|crash,db
 and ``--waypoint-schedule`` (explore only this schedule: how a failure is
 reproduced).
+
+Reproduction: the run's seed is in the report header and on every failure
+and is kept in pytest's cache for ``--waypoint-seed=last``; each
+pytest-xdist worker explores with a seed derived from it. Schedules that
+failed are kept in the cache per test and tried first on the next run. With
+the ``CI`` environment variable set, the derandomised Hypothesis profile
+``waypoint-ci`` is loaded (or choose it with ``--hypothesis-profile``).
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
 import shlex
+import sys
 from collections.abc import AsyncIterator, Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +34,19 @@ import pytest
 import pytest_asyncio
 
 from pytest_waypoint.schedule import Schedule, parse_schedule
+from pytest_waypoint.settings import (
+    CI_PROFILE,
+    DEFAULT_MAX_CRASHES,
+    DEFAULT_MAX_SCENARIOS,
+    DEFAULT_MODE,
+    FAULTS,
+    MODES,
+    OPTIONS,
+    SEED_CACHE,
+    Settings,
+    hypothesis_profile,
+    read_settings,
+)
 
 if TYPE_CHECKING:
     from pytest_waypoint.effects import Effects
@@ -32,57 +55,22 @@ if TYPE_CHECKING:
     from waypoint.runtime import Waypoint
     from waypoint.stores.base import Store
 
-__all__ = ["Settings"]
+__all__ = [
+    "CI_PROFILE",
+    "DEFAULT_MAX_CRASHES",
+    "DEFAULT_MAX_SCENARIOS",
+    "DEFAULT_MODE",
+    "FAULTS",
+    "MODES",
+    "Settings",
+]
 
-STORES = ("memory", "sqlite", "postgres")
-DEFAULT_STORE = "sqlite"
 MARKER = "waypoint_crash"
 
-# The harness's defaults, repeated so that loading the plugin does not
-# import the harness (a test asserts the two agree).
-DEFAULT_MAX_SCENARIOS = 500
-DEFAULT_MAX_CRASHES = 1
-
-# Seeds are 32 bits so that they are short enough to type back in.
-_SEED_BITS = 32
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The effective settings of the session, after options and ini."""
-
-    store: str = DEFAULT_STORE
-    dsn: str | None = None
-    seed: int = 0
-    max_scenarios: int = DEFAULT_MAX_SCENARIOS
-    max_crashes: int = DEFAULT_MAX_CRASHES
-    schedule: Schedule | None = None
-    explicit: frozenset[str] = field(default_factory=frozenset)
-
-    def header(self) -> str:
-        where = {
-            "memory": "an in-memory store per test",
-            "sqlite": "a temporary SQLite file per test",
-            "postgres": "a PostgreSQL schema per test at "
-            + _redact(self.dsn or "WAYPOINT_TEST_DSN or 127.0.0.1:5432"),
-        }[self.store]
-        line = (
-            f"waypoint: store={self.store} ({where}), seed={self.seed}, "
-            f"max-scenarios={self.max_scenarios}, max-crashes={self.max_crashes}"
-        )
-        if self.schedule is not None:
-            line += f", schedule={self.schedule}"
-        return line
-
-    def options(self) -> list[str]:
-        """The options a reproduction line must repeat."""
-        shown = []
-        if "store" in self.explicit:
-            shown.append(f"--waypoint-store={self.store}")
-        if self.dsn is not None:
-            shown.append(f"--waypoint-dsn={shlex.quote(self.dsn)}")
-        return shown
-
+#: Failing schedules are cached per test under this prefix; the smallest
+#: ones are kept, enough to retry first.
+_FAILING_CACHE = "waypoint/failing/"
+_FAILING_KEPT = 20
 
 _settings_key = pytest.StashKey[Settings]()
 _harness_key = pytest.StashKey[list[Any]]()
@@ -106,144 +94,61 @@ class _Stats:
 
 # Options ---------------------------------------------------------------
 
-_OPTIONS: list[tuple[str, str, str]] = [
-    ("store", "the journal store of each test: memory, sqlite or postgres", ""),
-    ("dsn", "the PostgreSQL server URL (implies --waypoint-store=postgres)", ""),
-    ("seed", "the seed of sampled explorations (default: random, shown)", ""),
-    ("max_scenarios", "the most crash scenarios per explored workflow", ""),
-    ("max_crashes", "the most crashes per schedule (2 adds crash pairs)", ""),
-    ("schedule", "explore only this crash schedule, e.g. 'fetch#1@after_effect'", ""),
-]
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("waypoint", "Waypoint crash testing")
-    for name, help_text, _ in _OPTIONS:
+    for name, help_text, _ in OPTIONS:
         flag = "--waypoint-" + name.replace("_", "-")
         group.addoption(flag, dest=f"waypoint_{name}", default=None, help=help_text)
         parser.addini(f"waypoint_{name}", help_text + f" (overridden by {flag})")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    # Before any plugin's pytest_configure, so that the profile exists when
+    # Hypothesis' own plugin loads the one named by --hypothesis-profile.
+    hypothesis_profile(config)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    # Not tryfirst: the cacheprovider's configure (which is) must have made
+    # config.cache for --waypoint-seed=last.
     config.addinivalue_line(
         "markers",
         f"{MARKER}(schedule): run the test's workflows under a crash schedule, "
         "e.g. 'fetch#1@after_commit'; each crash is followed by a resume in a "
         "fresh runtime",
     )
-    config.stash[_settings_key] = _settings(config)
+    if hasattr(config, "workerinput"):
+        # pytest-xdist workers skip pytest_cmdline_main.
+        # TODO(xdist-profile): a worker whose Hypothesis plugin configures
+        # before this one cannot load --hypothesis-profile=waypoint-ci; CI=1
+        # works everywhere, as the profile is then loaded here.
+        hypothesis_profile(config)
+    settings = read_settings(config)
+    config.stash[_settings_key] = settings
+    cache = getattr(config, "cache", None)
+    if cache is not None and not hasattr(config, "workerinput"):
+        cache.set(SEED_CACHE, settings.seed)
     config.pluginmanager.register(_Summary(), "waypoint-summary")
 
 
-def _raw(config: pytest.Config, name: str) -> tuple[str | None, str]:
-    flag = "--waypoint-" + name.replace("_", "-")
-    value = config.getoption(f"waypoint_{name}")
-    if value is not None:
-        return str(value), flag
-    ini = config.getini(f"waypoint_{name}")
-    return (str(ini).strip() or None), f"ini option waypoint_{name}"
-
-
-def _settings(config: pytest.Config) -> Settings:
-    explicit = set()
-    values: dict[str, Any] = {}
-    for name, _, _ in _OPTIONS:
-        raw, source = _raw(config, name)
-        if raw is None:
-            continue
-        explicit.add(name)
-        values[name] = _PARSERS[name](raw, source)
-    store = values.get("store")
-    dsn = values.get("dsn")
-    if dsn is not None and store in ("memory", "sqlite"):
-        raise pytest.UsageError(
-            f"a PostgreSQL URL was given but the store is {store!r}: drop "
-            "--waypoint-dsn, or use --waypoint-store=postgres"
-        )
-    if store is None:
-        store = "postgres" if dsn is not None else DEFAULT_STORE
-    seed = values.get("seed")
-    if seed is None:
-        seed = int.from_bytes(os.urandom(_SEED_BITS // 8), "big")
-    return Settings(
-        store=store,
-        dsn=dsn,
-        seed=seed,
-        max_scenarios=values.get("max_scenarios", DEFAULT_MAX_SCENARIOS),
-        max_crashes=values.get("max_crashes", DEFAULT_MAX_CRASHES),
-        schedule=values.get("schedule"),
-        explicit=frozenset(explicit),
-    )
-
-
-def _parse_store(raw: str, source: str) -> str:
-    if raw not in STORES:
-        raise pytest.UsageError(
-            f"{source}: unknown store {raw!r}; choose one of {', '.join(STORES)}"
-        )
-    return raw
-
-
-def _parse_dsn(raw: str, source: str) -> str:
-    if not raw.startswith(("postgresql://", "postgres://")):
-        raise pytest.UsageError(
-            f"{source}: {_redact(raw)!r} is not a PostgreSQL URL; write "
-            "postgresql://user:password@host:5432/database"
-        )
-    return raw
-
-
-def _parse_seed(raw: str, source: str) -> int:
-    # TODO(seed-last): issue 5's "--waypoint-seed=last" reads the cache here.
-    if not raw.isdigit() or int(raw) >= 2**_SEED_BITS:
-        raise pytest.UsageError(
-            f"{source}: bad seed {raw!r}; give a whole number from 0 to "
-            f"{2**_SEED_BITS - 1}, or leave it out for a random one"
-        )
-    return int(raw)
-
-
-def _positive(what: str) -> Callable[[str, str], int]:
-    def parse(raw: str, source: str) -> int:
-        if not raw.isdigit() or int(raw) < 1:
-            raise pytest.UsageError(
-                f"{source}: bad {what} {raw!r}; give a whole number >= 1"
-            )
-        return int(raw)
-
-    return parse
-
-
-def _parse_schedule(raw: str, source: str) -> Schedule:
-    from waypoint.errors import ConfigurationError
-
-    try:
-        return parse_schedule(raw)
-    except ConfigurationError as exc:
-        raise pytest.UsageError(f"{source}: {exc}") from None
-
-
-_PARSERS: dict[str, Callable[[str, str], Any]] = {
-    "store": _parse_store,
-    "dsn": _parse_dsn,
-    "seed": _parse_seed,
-    "max_scenarios": _positive("maximum number of scenarios"),
-    "max_crashes": _positive("maximum number of crashes"),
-    "schedule": _parse_schedule,
-}
-
-
-def _redact(dsn: str) -> str:
-    from waypoint.stores import redact
-
-    return redact(dsn)
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist: every worker derives its seed from the run's seed."""
+    node.workerinput["waypoint_seed"] = node.config.stash[_settings_key].seed
 
 
 # Reporting ---------------------------------------------------------------
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return config.stash[_settings_key].header()
+    header = config.stash[_settings_key].header()
+    hypothesis = sys.modules.get("hypothesis")
+    profile = hypothesis and hypothesis.settings.get_current_profile_name()
+    if profile == CI_PROFILE:
+        header += f", hypothesis-profile={CI_PROFILE}"
+    return header
 
 
 @pytest.hookimpl(wrapper=True)
@@ -255,13 +160,56 @@ def pytest_runtest_makereport(
 
     if call.excinfo is not None and isinstance(call.excinfo.value, ChaosViolation):
         # The matrix says all there is to say; a traceback into the harness
-        # would only bury it.
-        report.longrepr = str(call.excinfo.value)
+        # would only bury it. Hypothesis adds its falsifying example as notes.
+        notes = getattr(call.excinfo.value, "__notes__", [])
+        report.longrepr = "\n".join([str(call.excinfo.value), *notes])
     if call.when == "teardown":
         stats = _item_stats(item)
         if any(stats.values()):
             report.user_properties.append(("waypoint", stats))
+        _remember_failures(item)
     return report
+
+
+def _failing_key(nodeid: str) -> str:
+    return _FAILING_CACHE + hashlib.sha256(nodeid.encode()).hexdigest()[:16]
+
+
+def _remember_failures(item: pytest.Item) -> None:
+    """Keep the schedules that failed in this test for the next run.
+
+    One cache key per test, so that pytest-xdist workers never write the
+    same key. A test that explored and passed forgets its old failures.
+    """
+    cache = getattr(item.config, "cache", None)
+    harnesses = [h for h in item.stash.get(_harness_key, []) if hasattr(h, "first")]
+    if cache is None or not harnesses:
+        return
+    scenarios = [
+        s
+        for h in harnesses
+        for s in [*h.scenarios, *(x for r in h.reports for x in r.scenarios)]
+    ]
+    if not scenarios:
+        return
+    failing = {s.schedule for s in scenarios if s.violations and s.schedule}
+    kept = sorted(failing, key=lambda s: (len(s), str(s)))[:_FAILING_KEPT]
+    cache.set(_failing_key(item.nodeid), [str(s) for s in kept])
+
+
+def _remembered(request: pytest.FixtureRequest) -> list[Schedule]:
+    cache = getattr(request.config, "cache", None)
+    if cache is None:
+        return []
+    from waypoint.errors import ConfigurationError
+
+    found = []
+    for text in cache.get(_failing_key(request.node.nodeid), []) or []:
+        try:
+            found.append(parse_schedule(text))
+        except (ConfigurationError, AttributeError, TypeError):
+            continue  # written by another version: not worth failing over
+    return found
 
 
 def _item_stats(item: pytest.Item) -> dict[str, int]:
@@ -372,8 +320,14 @@ async def waypoint(
         return
     from pytest_waypoint.harness import ScheduledWaypoint
 
+    settings = request.config.stash[_settings_key]
+    driver = None
+    if settings.mode == "kill":
+        from pytest_waypoint.kill import KillDriver
+
+        driver = KillDriver()
     scheduled = ScheduledWaypoint(
-        waypoint_store, schedule, reproduce=_reproducer(request)
+        waypoint_store, schedule, reproduce=_reproducer(request), driver=driver
     )
     request.node.stash.setdefault(_harness_key, []).append(scheduled)
     async with scheduled:
@@ -401,7 +355,12 @@ def chaos(request: pytest.FixtureRequest, waypoint_store: Store) -> Chaos:
         max_scenarios=settings.max_scenarios,
         max_crashes=settings.max_crashes,
         schedules=[] if schedule is None else [schedule],
+        first=_remembered(request),
         reproduce=_reproducer(request),
+        mode=settings.mode,
+        racers=settings.racers,
+        faults=settings.faults,
+        seed_note=settings.seed_note,
     )
     request.node.stash.setdefault(_harness_key, []).append(harness)
     return harness
@@ -430,7 +389,9 @@ def _reproducer(request: pytest.FixtureRequest) -> Callable[[Schedule], str]:
     extra = " ".join(settings.options())
 
     def reproduce(schedule: Schedule) -> str:
+        # No schedule: a database fault, which the test makes again as it is.
         option = "--waypoint-schedule=" + shlex.quote(str(schedule))
-        return f"pytest {shlex.quote(nodeid)} {option} {extra}".rstrip()
+        option = option if schedule else ""
+        return " ".join(w for w in ("pytest", shlex.quote(nodeid), option, extra) if w)
 
     return reproduce

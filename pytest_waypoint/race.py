@@ -62,6 +62,7 @@ class ResumerResult:
     error_type: str | None = None
     error_message: str | None = None
     pid: int | None = None
+    positions: tuple[int | None, ...] = ()
 
     def phase_points(self, phase: CrashPhase) -> list[str]:
         """The step points this resumer passed at ``phase``."""
@@ -127,9 +128,27 @@ async def _resume_one(
     start: asyncio.Event,
 ) -> ResumerResult:
     sites: list[str] = []
+    positions: list[int | None] = []
 
     def hook(site: CrashSite) -> None:
-        sites.append(site.point)
+        if site.execution_id == execution_id:
+            sites.append(site.point)
+            positions.append(site.position)
+
+    def result(
+        role: ResumerRole,
+        output_json: str | None = None,
+        error: Exception | None = None,
+    ) -> ResumerResult:
+        return ResumerResult(
+            index,
+            role,
+            tuple(sites),
+            output_json,
+            None if error is None else type_name(error),
+            None if error is None else str(error),
+            positions=tuple(positions),
+        )
 
     await start.wait()
     try:
@@ -137,14 +156,11 @@ async def _resume_one(
             output = await runtime.resume(execution_id)
     except ExecutionBusy as exc:
         role = ResumerRole.RAN if sites else ResumerRole.BUSY
-        return ResumerResult(index, role, tuple(sites), None, type_name(exc), str(exc))
+        return result(role, error=exc)
     except Exception as exc:
-        return ResumerResult(
-            index, ResumerRole.FAILED, tuple(sites), None, type_name(exc), str(exc)
-        )
+        return result(ResumerRole.FAILED, error=exc)
     text = _canonical(codec.encode(output))
-    role = ResumerRole.RAN if sites else ResumerRole.REPLAYED
-    return ResumerResult(index, role, tuple(sites), text)
+    return result(ResumerRole.RAN if sites else ResumerRole.REPLAYED, text)
 
 
 async def race_resumers(
@@ -192,7 +208,14 @@ def _from_child(index: int, outcome: ChildOutcome) -> ResumerResult:
         message = outcome.describe()
     output = None if outcome.output_json is None else _canonical(outcome.output_json)
     return ResumerResult(
-        index, role, outcome.sites, output, outcome.error_type, message, outcome.pid
+        index,
+        role,
+        outcome.sites,
+        output,
+        outcome.error_type,
+        message,
+        outcome.pid,
+        outcome.positions,
     )
 
 

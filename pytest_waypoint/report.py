@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pytest_waypoint.invariants import ScenarioRun, Violation
+from pytest_waypoint.invariants import Fault, ScenarioRun, Violation
 from pytest_waypoint.llm import Usage
 from pytest_waypoint.schedule import CrashPoint, Schedule
 from waypoint.hooks import STEP_PHASES, CrashPhase
@@ -30,10 +30,19 @@ class Scenario:
     def schedule(self) -> Schedule:
         return self.run.schedule
 
+    @property
+    def fault(self) -> Fault:
+        return self.run.fault
+
 
 @dataclass(slots=True)
 class ExplorationReport:
-    """The result of ``chaos.explore``; ``ok`` when nothing was broken."""
+    """The result of ``chaos.explore``; ``ok`` when nothing was broken.
+
+    ``plan`` says how the schedules were chosen (every feasible one, or a
+    seeded sample, and of how many); ``retried`` counts schedules that failed
+    in an earlier run and were tried first; ``notes`` say what was skipped.
+    """
 
     workflow: str
     reference: ScenarioRun
@@ -43,8 +52,13 @@ class ExplorationReport:
     sampled: bool = False
     given: bool = False
     seed: int = 0
+    seed_note: str = ""
     reproduce: Callable[[Schedule], str] = str
     llm_saved: Usage = field(default_factory=Usage)
+    plan: str = ""
+    retried: int = 0
+    mode: str = "in-process"
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -63,26 +77,49 @@ class ExplorationReport:
     def reruns(self) -> int:
         return sum(s.run.reruns() for s in self.scenarios)
 
+    def smallest_failure(self) -> Scenario | None:
+        """The failing crash scenario with the fewest crashes, earliest first."""
+        order = {point: i for i, point in enumerate(self.points)}
+        failing = [
+            s for s in self.scenarios if s.violations and s.fault is not Fault.DB
+        ]
+        return min(
+            failing,
+            key=lambda s: (len(s.schedule), [order.get(p, 0) for p in s.schedule]),
+            default=None,
+        )
+
     def summary(self) -> str:
-        if self.given:
-            how = "the given"
+        if self.plan:
+            how = self.plan
+        elif self.given:
+            how = "the given schedules"
         elif self.sampled:
             how = f"a seeded sample (seed {self.seed}) of {self.planned}"
         else:
-            how = "every"
-        bad = len({s.schedule for s in self.scenarios if s.violations})
+            how = "every schedule"
+        kinds = {f: sum(s.fault is f for s in self.scenarios) for f in Fault}
+        extra = "".join(
+            f" + {n} {f.value} scenarios"
+            for f, n in kinds.items()
+            if n and f is not Fault.CRASH
+        )
+        bad = len({(s.fault, s.schedule) for s in self.scenarios if s.violations})
+        retried = f", {self.retried} failed before and tried first" * bool(self.retried)
         return (
-            f"{self.workflow}: {len(self.scenarios)} scenarios ({how} schedule "
-            f"of {len(self.points)} crash points), {bad} with violations, "
-            f"{self.reruns} step re-runs, {len(self.unfired)} points never fired; "
-            f"{self.llm_saved.calls} LLM calls ({self.llm_saved.tokens} tokens) "
-            "served from the journal"
+            f"{self.workflow}: {len(self.scenarios)} scenarios {self.mode}, of "
+            f"{len(self.points)} crash points: {how}{retried}{extra}; {bad} with "
+            f"violations, {self.reruns} step re-runs, {len(self.unfired)} points "
+            f"never fired; {self.llm_saved.calls} LLM calls "
+            f"({self.llm_saved.tokens} tokens) served from the journal"
         )
 
     def matrix(self) -> str:
         """Steps down, phases across; single-crash scenarios only."""
         singles = {
-            s.schedule.points[0]: s for s in self.scenarios if len(s.schedule) == 1
+            s.schedule.points[0]: s
+            for s in self.scenarios
+            if len(s.schedule) == 1 and s.fault is Fault.CRASH
         }
         rows = _rows(self.points)
         header = ["step", *(p.value for p in STEP_PHASES)]
@@ -105,7 +142,17 @@ class ExplorationReport:
 
     def text(self) -> str:
         """The matrix, then each violation with the line that reproduces it."""
-        parts = [self.matrix()]
+        parts = [self.matrix(), *self.notes]
+        smallest = self.smallest_failure()
+        if smallest is not None:
+            crashes = len(smallest.schedule)
+            parts.append(
+                f"smallest failing schedule: {smallest.schedule} ({crashes} "
+                f"crash{'es' if crashes != 1 else ''}"
+                f"{', ' + smallest.run.detail if smallest.run.detail else ''}); "
+                f"{self.seed_note or f'seed {self.seed}'}\n"
+                f"  reproduce: {self.reproduce(smallest.schedule)}"
+            )
         parts.extend(v.describe(self.reproduce(v.schedule)) for v in self.violations)
         for schedule, point in self.unfired:
             parts.append(

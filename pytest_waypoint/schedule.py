@@ -78,7 +78,7 @@ def parse_point(text: str) -> CrashPoint:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Schedule:
     """Crash points that fire once each, in order."""
 
@@ -86,6 +86,11 @@ class Schedule:
 
     def __str__(self) -> str:
         return ",".join(str(p) for p in self.points)
+
+    def __repr__(self) -> str:
+        # Hypothesis prints drawn values with repr: this one reads as the
+        # schedule a person would type, and evaluates back to it.
+        return f"parse_schedule({str(self)!r})" if self.points else "Schedule()"
 
     def __len__(self) -> int:
         return len(self.points)

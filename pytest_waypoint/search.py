@@ -105,6 +105,7 @@ class SchedulePlan:
     max_crashes: int
     budget: int
     seed: int
+    singles: int = 0
 
     @property
     def description(self) -> str:
@@ -114,10 +115,15 @@ class SchedulePlan:
                 f"exhaustive: all {self.total:,} feasible schedules of up to "
                 f"{crashes} (budget {self.budget:,})"
             )
+        every = (
+            "every single crash is included"
+            if self.singles <= self.budget
+            else f"{self.budget:,} of {self.singles:,} single crashes"
+        )
         return (
             f"sampled: {len(self.schedules):,} of {self.total:,} feasible "
             f"schedules of up to {crashes}, over the budget of {self.budget:,} "
-            f"(seed {self.seed}); every single crash is included"
+            f"(seed {self.seed}); {every}"
         )
 
     def __len__(self) -> int:
@@ -203,6 +209,7 @@ def plan_schedules(
             max_crashes,
             budget,
             seed,
+            len(trace.choices(frozenset())),
         )
 
     if total <= budget:

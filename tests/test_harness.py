@@ -109,7 +109,8 @@ async def test_a_budget_samples_with_the_seed(local_store: Store) -> None:
     assert [s.schedule for s in first.scenarios] == [
         s.schedule for s in again.scenarios
     ]
-    assert "a seeded sample (seed 3) of 13" in first.summary()
+    assert "sampled: 5 of 13 feasible schedules" in first.summary()
+    assert "(seed 3); 5 of 13 single crashes" in first.summary()
     assert "skipped" in first.matrix()
 
 
@@ -287,7 +288,7 @@ def test_the_command_runs_one_schedule_on_a_given_store(
 
     out = capsys.readouterr().out
     assert code == 0
-    assert "1 scenarios (the given schedule" in out
+    assert "1 scenarios in-process, of 4 crash points: the given schedule;" in out
     assert (chaos_module / "kept.db").is_file()
 
 

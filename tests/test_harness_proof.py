@@ -308,7 +308,12 @@ def test_the_reproduction_line_reproduces(pytester: pytest.Pytester) -> None:
     again = pytester.runpytest_inprocess(*INNER_OPTIONS[:6], *command[1:])
 
     again.assert_outcomes(failed=1)
-    again.stdout.fnmatch_lines(["*1 scenarios (the given schedule*", "*invariant 2*"])
+    again.stdout.fnmatch_lines(
+        [
+            "*1 scenarios in-process, of 7 crash points: the given schedule;*",
+            "*invariant 2*",
+        ]
+    )
 
 
 def test_correct_workflows_pass_with_zero_violations(

@@ -90,7 +90,7 @@ def test_header_shows_the_effective_settings(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "waypoint: store=memory (an in-memory store per test), seed=7, "
-            "max-scenarios=500, max-crashes=1"
+            "max-scenarios=500, max-crashes=1, mode=inprocess"
         ]
     )
 
@@ -111,7 +111,7 @@ def test_ini_settings_apply_and_the_command_line_wins(
     from_cli = pytester.runpytest_inprocess(*AUTO, "--waypoint-seed=12")
 
     from_ini.stdout.fnmatch_lines(
-        ["waypoint: store=memory *seed=11, max-scenarios=40, max-crashes=2"]
+        ["waypoint: store=memory *seed=11, max-scenarios=40, max-crashes=2, *"]
     )
     from_cli.stdout.fnmatch_lines(["waypoint: store=memory *seed=12, *"])
 
@@ -128,15 +128,38 @@ def test_ini_settings_apply_and_the_command_line_wins(
         ("--waypoint-max-crashes=x", "bad maximum number of crashes 'x'"),
         ("--waypoint-schedule=fetch@soon", "bad crash point 'fetch@soon'"),
         ("--waypoint-dsn=mysql://db", "is not a PostgreSQL URL"),
+        ("--waypoint-mode=fork", "unknown mode 'fork'; choose one of inprocess, kill"),
+        ("--waypoint-racers=1", "give 0 for no races, or 2 or more"),
+        ("--waypoint-faults=db", "of crash, db that includes crash"),
+        ("--waypoint-seed=first", "'last' for the previous run's"),
+        (
+            "--waypoint-mode=kill",
+            "cannot open an in-memory store: use --waypoint-store=sqlite",
+        ),
     ],
 )
 def test_a_bad_setting_is_a_usage_error(
     pytester: pytest.Pytester, option: str, message: str
 ) -> None:
-    result = pytester.runpytest_inprocess(*AUTO, option)
+    result = pytester.runpytest_inprocess(*AUTO, "--waypoint-store=memory", option)
 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert message in result.stderr.str()
+
+
+def test_the_header_shows_races_and_faults(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nwaypoint_racers = 3\nwaypoint_faults = crash,db\n")
+    result = pytester.runpytest_inprocess(*AUTO, "--waypoint-mode=kill")
+
+    result.stdout.fnmatch_lines(
+        ["waypoint: store=sqlite *, mode=kill, racers=3, faults=crash,db"]
+    )
+
+
+def test_plugin_choices_agree_with_the_harness() -> None:
+    assert plugin.MODES == harness.MODES
+    assert plugin.DEFAULT_MODE == harness.DEFAULT_MODE
+    assert plugin.FAULTS == harness.FAULTS
 
 
 def test_a_bad_ini_setting_names_the_ini_option(pytester: pytest.Pytester) -> None:
