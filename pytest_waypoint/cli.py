@@ -151,7 +151,14 @@ def _load(target: str) -> Any:
     # own modules are found when the command runs from its root.
     if "" not in sys.path:
         sys.path.insert(0, "")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"cannot import {module_name!r} for {target!r}: {exc}. Run the "
+            "command from the directory that holds the package, or add that "
+            "directory to PYTHONPATH"
+        ) from exc
     try:
         found = getattr(module, attribute)
     except AttributeError:

@@ -58,3 +58,12 @@ def test_an_unknown_execution_is_an_error_not_a_traceback(
 ) -> None:
     assert main(["history", "nope", "--dsn", journal]) == 1
     assert "no execution 'nope'" in capsys.readouterr().err
+
+
+def test_chaos_names_a_module_it_cannot_import(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["chaos", "no_such_package.agents:research"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot import 'no_such_package.agents'" in err
+    assert "PYTHONPATH" in err
