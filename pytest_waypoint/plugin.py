@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import pytest_asyncio
 
 from pytest_waypoint.schedule import Schedule, parse_schedule
 from pytest_waypoint.settings import (
@@ -66,6 +65,29 @@ __all__ = [
 ]
 
 MARKER = "waypoint_crash"
+
+_asyncio_plugin: Any
+try:
+    import pytest_asyncio as _asyncio_plugin
+except ImportError:  # waypoint-sdk installed without its testing extra
+    _asyncio_plugin = None
+
+
+def _async_fixture(fn: Callable[..., Any]) -> Any:
+    """``pytest_asyncio.fixture``, or, without it, a fixture that says what to
+    install: the plugin loads in every pytest run of an environment that has
+    waypoint-sdk, and must not break the ones that never use it."""
+    if _asyncio_plugin is not None:
+        return _asyncio_plugin.fixture(fn)
+
+    def missing() -> None:
+        raise pytest.UsageError(
+            f"the {fn.__name__} fixture needs pytest-asyncio: "
+            "pip install 'waypoint-sdk[testing]'"
+        )
+
+    missing.__doc__ = fn.__doc__
+    return pytest.fixture(name=fn.__name__)(missing)
 
 #: Failing schedules are cached per test under this prefix; the smallest
 #: ones are kept, enough to retry first.
@@ -277,7 +299,7 @@ def _schedule_for(request: pytest.FixtureRequest) -> Schedule | None:
         pytest.fail(f"@pytest.mark.{MARKER}: {exc}", pytrace=False)
 
 
-@pytest_asyncio.fixture
+@_async_fixture
 async def waypoint_store(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[Store]:
@@ -304,7 +326,7 @@ async def waypoint_store(
         await store.close()
 
 
-@pytest_asyncio.fixture
+@_async_fixture
 async def waypoint(
     request: pytest.FixtureRequest, waypoint_store: Store
 ) -> AsyncIterator[Waypoint]:

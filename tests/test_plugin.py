@@ -3,9 +3,11 @@ the crash marker and the summary line, each run in an inner session."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -349,3 +351,39 @@ def test_the_postgres_store_gives_each_test_a_schema(
     if outcomes.get("skipped"):
         pytest.skip("no PostgreSQL server answers")
     result.assert_outcomes(passed=1)
+
+
+def test_the_plugin_loads_without_pytest_asyncio(tmp_path: Path) -> None:
+    # Installed without the testing extra, the plugin still loads in every
+    # pytest run of the environment; only its async fixtures say what to add.
+    # A package that fails to import shadows the installed pytest_asyncio.
+    (tmp_path / "pytest_asyncio").mkdir()
+    (tmp_path / "pytest_asyncio" / "__init__.py").write_text(
+        "raise ImportError('pytest-asyncio is not installed (simulated)')\n"
+    )
+    (tmp_path / "test_plain.py").write_text(
+        "def test_plain():\n    assert True\n\n"
+        "def test_store(waypoint_store):\n    pass\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:asyncio",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "1 passed" in done.stdout, done.stdout + done.stderr
+    assert "needs pytest-asyncio: pip install 'waypoint-sdk[testing]'" in done.stdout
