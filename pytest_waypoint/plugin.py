@@ -89,6 +89,7 @@ def _async_fixture(fn: Callable[..., Any]) -> Any:
     missing.__doc__ = fn.__doc__
     return pytest.fixture(name=fn.__name__)(missing)
 
+
 #: Failing schedules are cached per test under this prefix; the smallest
 #: ones are kept, enough to retry first.
 _FAILING_CACHE = "waypoint/failing/"
