@@ -157,7 +157,7 @@ async def test_a_workflow_that_cannot_run_once_is_refused(local_store: Store) ->
 
 
 def _outcome(*events: tuple[EventKind, int | None]) -> Outcome:
-    at = datetime.now(UTC)
+    at = datetime.now(UTC).timestamp()
     return Outcome(
         status=ExecutionStatus.COMPLETED,
         output=None,

@@ -145,16 +145,31 @@ class Execution:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One entry of the journal, as ``Waypoint.history`` returns it."""
+    """One entry of the journal, as ``Waypoint.history`` returns it.
+
+    The time and the payload are kept as read (epoch seconds, JSON text) and
+    turned into a datetime and a value only when asked for: a harness that
+    checks thousands of journals rarely looks at either.
+    """
 
     seq: int
     execution_id: str
     kind: EventKind
-    at: datetime
+    timestamp: float
     position: int | None = None
     step: str | None = None
     attempt: int | None = None
-    payload: Any = None
+    payload_json: str | None = None
+
+    @property
+    def at(self) -> datetime:
+        """When it happened, in UTC."""
+        return utc_from_timestamp(self.timestamp)
+
+    @property
+    def payload(self) -> Any:
+        """The event's data: a step's result, an error, an input..."""
+        return None if self.payload_json is None else json.loads(self.payload_json)
 
     def describe(self) -> str:
         """One line a person can read, for logs and reports."""
@@ -182,13 +197,13 @@ def history_from_rows(
     execution_id: str,
     event_rows: Iterable[Sequence[Any]],
     step_rows: Iterable[Sequence[Any]],
-    when: Callable[[Any], datetime],
+    when: Callable[[Any], float],
 ) -> list[Event]:
     """The journal from a SQL store's rows.
 
     ``event_rows`` are (seq, kind, position, step, attempt, payload, at) with
-    ``at`` in the store's own time type, which ``when`` turns into a UTC
-    datetime; ``step_rows`` are (position, step, attempt, result, started_at,
+    ``at`` in the store's own time type, which ``when`` turns into epoch
+    seconds; ``step_rows`` are (position, step, attempt, result, started_at,
     completed_at) with epoch-second times.
     """
     events = [
@@ -200,7 +215,7 @@ def history_from_rows(
             position,
             step,
             attempt,
-            None if payload is None else json.loads(payload),
+            payload,
         )
         for seq, kind, position, step, attempt, payload, at in event_rows
     ]
@@ -222,8 +237,7 @@ def merge_history(
     """
     merged = list(events)
     for cp in checkpoints:
-        started = utc_from_timestamp(cp.started_at)
-        completed = utc_from_timestamp(cp.completed_at)
+        started, completed = cp.started_at, cp.completed_at
         position, step, attempt = cp.position, cp.step, cp.attempt
         merged.append(
             Event(
@@ -245,11 +259,11 @@ def merge_history(
                 position,
                 step,
                 attempt,
-                json.loads(cp.result),
+                cp.result,
             )
         )
     # Stable sort: ties keep lifecycle events before the steps that follow.
-    merged.sort(key=lambda event: (event.at, _KIND_ORDER[event.kind]))
+    merged.sort(key=lambda event: (event.timestamp, _KIND_ORDER[event.kind]))
     return merged
 
 

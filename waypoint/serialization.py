@@ -193,10 +193,15 @@ def arguments_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 
 
 @functools.cache
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(fn)
+
+
+@functools.cache
 def _parameter_codecs(fn: Callable[..., Any]) -> dict[str, Codec]:
     hints = _hints(fn)
     codecs = {}
-    for param in inspect.signature(fn).parameters.values():
+    for param in _signature(fn).parameters.values():
         annotation = hints.get(param.name, Any)
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             annotation = tuple[annotation, ...]  # type: ignore[valid-type]
@@ -213,7 +218,7 @@ def encode_arguments(
 ) -> str:
     """The workflow's input, bound to its signature, as JSON text."""
     try:
-        bound = inspect.signature(fn).bind(*args, **kwargs)
+        bound = _signature(fn).bind(*args, **kwargs)
     except TypeError as exc:
         raise TypeError(f"{fn.__qualname__}() {exc}") from None
     codecs = _parameter_codecs(fn)
@@ -228,7 +233,7 @@ def decode_arguments(
     fn: Callable[..., Any], text: str
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Rebuild ``(args, kwargs)`` from ``encode_arguments``' JSON."""
-    signature = inspect.signature(fn)
+    signature = _signature(fn)
     codecs = _parameter_codecs(fn)
     raw = json.loads(text)
     arguments = {

@@ -104,7 +104,7 @@ class MemoryStore(Store):
     def _append(self, row: _Row, kind: EventKind, at: float, **fields: object) -> None:
         self._seq += 1
         row.events.append(
-            Event(self._seq, row.execution_id, kind, utc_from_timestamp(at), **fields)  # type: ignore[arg-type]
+            Event(self._seq, row.execution_id, kind, at, **fields)  # type: ignore[arg-type]
         )
 
     def _owned(self, execution_id: str, owner: str) -> _Row:
@@ -140,7 +140,7 @@ class MemoryStore(Store):
             now + lease_seconds,
         )
         self._rows[execution_id] = row
-        self._append(row, EventKind.EXECUTION_STARTED, now, payload=json.loads(input))
+        self._append(row, EventKind.EXECUTION_STARTED, now, payload_json=input)
         return True
 
     async def claim(
@@ -169,7 +169,10 @@ class MemoryStore(Store):
             now,
         )
         self._append(
-            row, EventKind.EXECUTION_RESUMED, now, payload={"previous_owner": previous}
+            row,
+            EventKind.EXECUTION_RESUMED,
+            now,
+            payload_json=json.dumps({"previous_owner": previous}),
         )
         return Claim(
             row.execution(),
@@ -263,7 +266,7 @@ class MemoryStore(Store):
             position=failure.position,
             step=failure.step,
             attempt=failure.attempt,
-            payload=payload,
+            payload_json=json.dumps(payload),
         )
 
     async def finish(
@@ -284,7 +287,7 @@ class MemoryStore(Store):
             kind, payload = EventKind.EXECUTION_COMPLETED, output
         else:
             kind, payload = EventKind.EXECUTION_FAILED, error
-        self._append(row, kind, now, payload=json.loads(payload or "null"))
+        self._append(row, kind, now, payload_json=payload)
 
     async def history(self, execution_id: str) -> list[Event]:
         row = self._row(execution_id)

@@ -19,7 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from waypoint.errors import (
@@ -232,8 +232,8 @@ def _execution(row: Mapping[str, Any]) -> Execution:
     )
 
 
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+def _epoch(value: datetime) -> float:
+    return value.timestamp()
 
 
 def _sqlalchemy_url(dsn: str) -> str:
@@ -821,7 +821,7 @@ class PostgresStore(Store):
         rows, steps = await self._call("history", execution_id, op)
         if not rows:
             await self.get_execution(execution_id)
-        return history_from_rows(execution_id, rows, steps, _utc)
+        return history_from_rows(execution_id, rows, steps, _epoch)
 
     # The effect ledger --------------------------------------------------
 

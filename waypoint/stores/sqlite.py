@@ -508,7 +508,7 @@ class SQLiteStore(Store):
             ).fetchall()
         if not rows:
             await self.get_execution(execution_id)
-        return history_from_rows(execution_id, rows, steps, utc_from_timestamp)
+        return history_from_rows(execution_id, rows, steps, float)
 
     # The effect ledger --------------------------------------------------
 
