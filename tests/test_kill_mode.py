@@ -171,7 +171,7 @@ async def test_the_killed_child_is_reaped_so_its_lease_is_free_at_once(
         crash_at=parse_point("fetch#1@after_effect"),
     )
 
-    async with Waypoint(store) as wp:
+    async with store, Waypoint(store) as wp:
         execution = await wp.execution("e5")
         assert execution.owner is not None
         assert f":{crashed.pid}:" in execution.owner
@@ -187,14 +187,14 @@ async def test_sigkill_skips_finally_where_an_in_process_crash_does_not(
     items = '["a", "b", "c"]'
     point = parse_point("collect#2@after_commit")
     store = SQLiteStore(tmp_path / "journal.db")
-    async with Waypoint(store) as wp:
+    async with store, Waypoint(store) as wp:
         reference = await wp.run(
             wfk.buffered, ["a", "b", "c"], str(tmp_path / "ref.txt")
         )
         inproc = str(tmp_path / "inproc.txt")
         with pytest.raises(SimulatedCrash), armed(_crash_once(point)):
             await wp.run(wfk.buffered, ["a", "b", "c"], inproc, execution_id="in")
-    async with Waypoint(store) as fresh:
+    async with store, Waypoint(store) as fresh:
         survived_in_process = await fresh.resume("in")
 
     killed = str(tmp_path / "killed.txt")
