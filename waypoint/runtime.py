@@ -142,7 +142,10 @@ class Waypoint:
         self._state = RuntimeState.NEW
         self._running: dict[str, Run] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
-        self._renewer: asyncio.Task[None] | None = None
+        # Lease renewal: a timer while nothing is due (free to cancel, so a
+        # short-lived runtime costs nothing), a task while a renewal runs.
+        self._renewal_timer: asyncio.TimerHandle | None = None
+        self._renewal: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Waypoint {self._state.value} store={self.store.dsn!r}>"
@@ -168,8 +171,8 @@ class Waypoint:
             return
         if not self.store.is_open:
             await self.store.open()
-        self._renewer = asyncio.get_running_loop().create_task(self._renew_leases())
         self._state = RuntimeState.OPEN
+        self._schedule_renewal()
 
     async def close(self) -> None:
         """Stop background runs (they stay resumable) and release the store."""
@@ -177,12 +180,15 @@ class Waypoint:
             self._state = RuntimeState.CLOSED
             return
         self._state = RuntimeState.CLOSED
+        if self._renewal_timer is not None:
+            self._renewal_timer.cancel()
         tasks = [*self._tasks.values()]
-        if self._renewer is not None:
-            tasks.append(self._renewer)
+        if self._renewal is not None:
+            tasks.append(self._renewal)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self._owns_store:
             await self.store.close()
 
@@ -190,29 +196,39 @@ class Waypoint:
         if self._state is not RuntimeState.OPEN:
             await self.open()
 
-    async def _renew_leases(self) -> None:
+    def _schedule_renewal(self) -> None:
         # Renew at a third of the lease so that two missed renewals in a row
         # still leave the lease alive.
-        interval = self.lease_seconds / 3
-        while True:
-            await asyncio.sleep(interval)
-            ids = list(self._running)
-            if not ids:
-                continue
-            try:
-                held = await self.store.renew(self.owner, ids, self.lease_seconds)
-            except WaypointError as exc:
+        self._renewal_timer = asyncio.get_running_loop().call_later(
+            self.lease_seconds / 3, self._renewal_due
+        )
+
+    def _renewal_due(self) -> None:
+        if self._state is not RuntimeState.OPEN:
+            return
+        if not self._running:
+            self._schedule_renewal()
+            return
+        self._renewal = asyncio.get_running_loop().create_task(self._renew_leases())
+
+    async def _renew_leases(self) -> None:
+        ids = list(self._running)
+        try:
+            held = await self.store.renew(self.owner, ids, self.lease_seconds)
+        except WaypointError as exc:
+            logger.warning("lease renewal for %d executions failed: %s", len(ids), exc)
+            held = set(ids)
+        finally:
+            self._renewal = None
+            if self._state is RuntimeState.OPEN:
+                self._schedule_renewal()
+        for lost in set(ids) - held:
+            if lost in self._running:
                 logger.warning(
-                    "lease renewal for %d executions failed: %s", len(ids), exc
+                    "execution %s: lease lost to another runner; this "
+                    "runner's next write for it will be refused",
+                    lost,
                 )
-                continue
-            for lost in set(ids) - held:
-                if lost in self._running:
-                    logger.warning(
-                        "execution %s: lease lost to another runner; this "
-                        "runner's next write for it will be refused",
-                        lost,
-                    )
 
     # Running ---------------------------------------------------------------
 
