@@ -1,15 +1,17 @@
 """The child side of kill mode: run or resume one workflow, freeze at a point.
 
-Started by ``pytest_waypoint.kill`` as ``python -m pytest_waypoint._child
-REPORT_FD``. It reads one JSON request line on stdin, runs the workflow, and
-writes JSON lines to the report pipe: ``ready`` (when a start gate was asked
-for), ``crash`` (the armed point was reached) and ``result``. After ``crash``
-it blocks reading stdin, with the event loop frozen inside the runtime's
-hook, until the parent kills it with SIGKILL: nothing after the crash point
-runs, not even a ``finally``. If the parent goes away instead, stdin reaches
-end of file and the child leaves at once rather than linger as an orphan.
+Forked by the zygote (``pytest_waypoint._zygote``), which calls ``serve``, or
+where that cannot be, started by ``pytest_waypoint.kill`` as ``python -m
+pytest_waypoint._child REPORT_FD``, which reads one JSON request line on stdin.
+Either way the child runs the workflow and writes JSON lines to the report
+pipe: ``ready`` (when a start gate was asked for), ``crash`` (the armed point
+was reached) and ``result``. After ``crash`` it blocks reading stdin, with the
+event loop frozen inside the runtime's hook, until the parent kills it with
+SIGKILL: nothing after the crash point runs, not even a ``finally``. If the
+parent goes away instead, stdin reaches end of file and the child leaves at
+once rather than linger as an orphan.
 
-This module is the child's ``__main__``; the parent never imports it.
+The parent never imports this module.
 """
 
 from __future__ import annotations
@@ -40,8 +42,13 @@ class _Channel:
         self.control = control
 
     def send(self, **message: Any) -> None:
-        self.report.write(json.dumps(message).encode() + b"\n")
-        self.report.flush()
+        try:
+            self.report.write(json.dumps(message).encode() + b"\n")
+            self.report.flush()
+        except BrokenPipeError:
+            # The parent is gone. Raised here, inside the runtime's hook, the
+            # error would run the very code a crash must not.
+            os._exit(ORPHANED_EXIT)
 
     def wait_for_parent(self) -> None:
         if not self.control.readline():
@@ -123,11 +130,16 @@ async def _main(request: dict[str, Any], channel: _Channel) -> None:
     )
 
 
+def serve(request: dict[str, Any], report: BinaryIO, control: BinaryIO) -> None:
+    """Run one request; ``control`` is the child's stdin, held open by the
+    parent alone."""
+    asyncio.run(_main(request, _Channel(report, control)))
+
+
 def main() -> None:
     report = os.fdopen(int(sys.argv[1]), "wb")
     control = sys.stdin.buffer
-    request = json.loads(control.readline())
-    asyncio.run(_main(request, _Channel(report, control)))
+    serve(json.loads(control.readline()), report, control)
 
 
 if __name__ == "__main__":

@@ -3,39 +3,50 @@
 An in-process crash is an exception, so ``finally`` blocks, context managers
 and ``atexit`` handlers still run on the way out, and a bug that relies on
 them stays hidden. Here the child reports over a pipe that it has reached the
-armed point and then blocks inside the runtime's hook; the parent sends
-SIGKILL and reaps the child. Nothing after the crash point runs. No sleeps
-and no timing guesses: the kill follows the child's own report.
+armed point and then blocks inside the runtime's hook; the parent sends it
+SIGKILL. Nothing after the crash point runs. No sleeps and no timing guesses:
+the kill follows the child's own report.
 
 Reaping matters: the runtime resumes at once an execution whose lease names a
 dead process on this host, and a killed child stays "alive" (a zombie) until
 its parent has waited for it. Every outcome is returned only after the wait.
 
-The child's cost is its start-up (importing Python, pydantic and Waypoint),
-about 0.2 s, so a scenario of crash plus resume costs two of them; see
-``bench/kill.py``. A caller may resume in its own process with a fresh runtime
-when no later crash is armed, which halves that.
+A child is forked from a warm zygote (``pytest_waypoint._zygote``), one per
+parent and ``sys.path``, started on first use, which has imported Waypoint,
+pydantic and the workflow's module; a child so starts in a few milliseconds.
+The zygote is the child's parent, so it reaps the child and tells this
+process over a pipe; the outcome waits for that word. The zygote never opens
+a store and refuses to fork after an import that left a descriptor open or
+started a thread, so no database connection or event loop is ever shared:
+each child opens its own store after the fork. Where fork is missing, or the
+zygote refuses, a child is a fresh ``python -m pytest_waypoint._child``
+(about 0.2 s to start). A caller may resume in its own process with a fresh
+runtime when no later crash is armed, which saves a child.
 """
 
-# TODO(kill-speed): a warm zygote (one process that has imported Waypoint and
-# the workflow, forking a child per run and reaping it for the parent) would
-# cut a child from ~0.2 s to a few ms; not done yet because the parent must
-# then learn of the reaping from the zygote before it may resume.
+# TODO(kill-speed): a forked child still builds its workflow's pydantic
+# adapters and opens its store, most of its ~8 ms; the zygote could build the
+# adapters before it forks.
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import enum
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_waypoint._zygote import FDS_PER_REQUEST, HEADER
 from pytest_waypoint.invariants import Segment, Site
 from pytest_waypoint.schedule import CrashPoint, parse_point
 from waypoint.decorators import WorkflowDef, workflow_definition
@@ -66,6 +77,17 @@ CHILD_LEASE_SECONDS = 30.0
 
 #: How much of the child's stdout and stderr an outcome keeps, from the end.
 LOG_TAIL_BYTES = 8192
+
+#: Whether children are forked from a zygote; where False (no fork on this
+#: system) each child is a fresh interpreter.
+FORK_CHILDREN = hasattr(os, "fork") and hasattr(socket, "send_fds")
+
+#: Zygotes kept at once, one per ``sys.path``; an idle one beyond these is
+#: shut down. Pytester runs change ``sys.path`` for each inner session.
+MAX_ZYGOTES = 4
+
+#: How long a zygote may take to leave once its socket is closed.
+ZYGOTE_EXIT_SECONDS = 5.0
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -182,6 +204,273 @@ def _check_target(target: str) -> None:
         )
 
 
+class _ControlPipe:
+    """The write end of a forked child's stdin."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def write(self, data: bytes) -> None:
+        # A few bytes into an empty pipe never block; a child that has died
+        # has no use for them.
+        with contextlib.suppress(BrokenPipeError):
+            os.write(self._fd, data)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class _ForkedProcess:
+    """A child forked by a zygote, with what ``ChildProcess`` needs of it."""
+
+    def __init__(
+        self,
+        pid: int,
+        zygote: _Zygote,
+        control_fd: int,
+        pipes: dict[str, tuple[asyncio.StreamReader, asyncio.BaseTransport]],
+    ) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdin = _ControlPipe(control_fd)
+        self.stdout = pipes["log"][0]
+        self._status = pipes["status"][0]
+        self._transports = [transport for _, transport in pipes.values()]
+        self._zygote = zygote
+        zygote.live += 1
+
+    def send_signal(self, signum: int) -> None:
+        # Until the zygote's line says the child was reaped, the pid is the
+        # child's: no other process gets it before the kernel has cycled
+        # through every pid, and the line follows the reaping at once.
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    async def wait(self) -> int:
+        if self.returncode is None:
+            line = await self._status.readline()
+            if not line:
+                raise WaypointError(
+                    f"the kill-mode zygote (pid {self._zygote.process.pid}) ended "
+                    f"before it reaped child {self.pid}; please report this bug"
+                )
+            self.returncode = int(json.loads(line)["returncode"])
+            self._zygote.reaped()
+        return self.returncode
+
+    def close(self) -> None:
+        self.stdin.close()
+        for transport in self._transports:
+            transport.close()
+
+
+class _Zygote:
+    """This process's end of one zygote (see ``pytest_waypoint._zygote``)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "pytest_waypoint._zygote"],
+                stdin=theirs.fileno(),
+                # Children get pipes of their own; the zygote reports on
+                # theirs, and pytest's capture files must not outlive a test.
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.socket = ours
+        self.live = 0
+        self.retired = False
+
+    def send(self, request: dict[str, Any], fds: list[int]) -> None:
+        body = json.dumps(request).encode()
+        data = HEADER.pack(len(body)) + body
+        sent = socket.send_fds(self.socket, [data], fds)
+        self.socket.sendall(data[sent:])
+
+    def reaped(self) -> None:
+        self.live -= 1
+        if self.retired and self.live == 0:
+            self.close()
+
+    def retire(self) -> None:
+        """Fork no more; leave once the children still running are reaped."""
+        self.retired = True
+        if self.live == 0:
+            self.close()
+
+    def close(self, *, kill: bool = False) -> None:
+        # End of file tells the zygote to kill its children and leave.
+        self.socket.close()
+        if kill:
+            self.process.kill()
+        try:
+            self.process.wait(ZYGOTE_EXIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class _Zygotes:
+    """This process's zygotes, one per ``sys.path``, least recently used
+    first; and the ``sys.path`` values whose children are spawned instead."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_path: dict[tuple[str, ...], _Zygote] = {}
+        self.spawn_only: set[tuple[str, ...]] = set()
+        self.started_any = False
+
+    def get(self, key: tuple[str, ...], env: dict[str, str]) -> _Zygote | None:
+        with self.lock:
+            if key in self.spawn_only:
+                return None
+            zygote = self.by_path.pop(key, None)
+            if zygote is not None and zygote.process.poll() is not None:
+                zygote.close()
+                zygote = None
+            if zygote is None:
+                zygote = self._start(env)
+            self.by_path[key] = zygote
+            return zygote
+
+    def _start(self, env: dict[str, str]) -> _Zygote:
+        if not self.started_any:
+            atexit.register(self.close)
+            self.started_any = True
+        for old_key, old in list(self.by_path.items()):
+            if len(self.by_path) < MAX_ZYGOTES:
+                break
+            if old.live == 0:
+                del self.by_path[old_key]
+                old.close()
+        return _Zygote(env)
+
+    def retire(
+        self, key: tuple[str, ...], zygote: _Zygote, *, spawn_only: bool
+    ) -> None:
+        with self.lock:
+            if self.by_path.get(key) is zygote:
+                del self.by_path[key]
+            if spawn_only:
+                self.spawn_only.add(key)
+        zygote.retire()
+
+    def close(self) -> None:
+        with self.lock:
+            closing = list(self.by_path.values())
+            self.by_path.clear()
+        for zygote in closing:
+            zygote.socket.close()
+        for zygote in closing:
+            zygote.close()
+
+    def forget(self) -> None:
+        # A forked copy of this process must not keep the zygotes' sockets
+        # open: each zygote leaves when the process that started it does. The
+        # handles stay referenced, so that no copy ever waits for them.
+        self.lock = threading.Lock()
+        for zygote in self.by_path.values():
+            zygote.socket.close()
+        _inherited.extend(self.by_path.values())
+        self.by_path = {}
+
+
+_zygotes = _Zygotes()
+_inherited: list[_Zygote] = []
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_zygotes.forget)
+
+
+def _close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+async def _read_pipe(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
+    reader = asyncio.StreamReader()
+    transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader),
+        os.fdopen(fd, "rb", buffering=0),
+    )
+    return reader, transport
+
+
+async def _fork_in(
+    zygote: _Zygote, request: dict[str, Any]
+) -> tuple[_ForkedProcess, asyncio.StreamReader, asyncio.BaseTransport] | str:
+    """A child forked by ``zygote``, or why not: ``gone``, ``stale``,
+    ``unsafe``, ``broken`` or ``stuck``."""
+    pairs = [os.pipe() for _ in range(FDS_PER_REQUEST)]
+    control, report, log, status = pairs
+    # The child (the zygote, for status) holds the other ends alone, so that
+    # its death is end of file here.
+    theirs = [control[0], report[1], log[1], status[1]]
+    ours = [control[1], report[0], log[0], status[0]]
+    pipes: dict[str, tuple[asyncio.StreamReader, asyncio.BaseTransport]] = {}
+    try:
+        try:
+            zygote.send(request, theirs)
+        except OSError:
+            return "gone"
+        finally:
+            _close_fds(theirs)
+        for name, fd in (("status", status[0]), ("report", report[0]), ("log", log[0])):
+            pipes[name] = await _read_pipe(fd)
+            ours.remove(fd)
+        try:
+            async with asyncio.timeout(DEFAULT_TIMEOUT):
+                line = await pipes["status"][0].readline()
+        except TimeoutError:
+            return "stuck"
+        first = json.loads(line) if line else {"refused": "gone"}
+        if "pid" not in first:
+            return str(first["refused"])
+        report_reader, report_transport = pipes.pop("report")
+        process = _ForkedProcess(int(first["pid"]), zygote, control[1], pipes)
+        ours.remove(control[1])
+        pipes = {}
+        return process, report_reader, report_transport
+    finally:
+        _close_fds(ours)
+        for _, transport in pipes.values():
+            transport.close()
+
+
+async def _fork_child(
+    request: dict[str, Any],
+) -> tuple[_ForkedProcess, asyncio.StreamReader, asyncio.BaseTransport] | None:
+    """Fork a child from this ``sys.path``'s zygote, or None to spawn one."""
+    key = tuple(request["sys_path"])
+    for attempt in (1, 2):
+        zygote = _zygotes.get(key, request["env"])
+        if zygote is None:
+            return None
+        forked = await _fork_in(zygote, request)
+        if not isinstance(forked, str):
+            return forked
+        if forked == "stuck":
+            zygote.close(kill=True)
+        # A changed module or a lost zygote is worth one fresh zygote; an
+        # unsafe import or a failed warm-up would fail the same way again.
+        again = forked in ("stale", "gone") and attempt == 1
+        _zygotes.retire(key, zygote, spawn_only=not again and forked != "stale")
+        if not again:
+            return None
+    return None
+
+
 class ChildProcess:
     """One child running or resuming a workflow, started but not yet awaited.
 
@@ -192,7 +481,7 @@ class ChildProcess:
 
     def __init__(
         self,
-        process: asyncio.subprocess.Process,
+        process: asyncio.subprocess.Process | _ForkedProcess,
         report: asyncio.StreamReader,
         transport: asyncio.BaseTransport,
         crash_at: CrashPoint | None,
@@ -243,6 +532,18 @@ class ChildProcess:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p
         )
+        if FORK_CHILDREN:
+            # A forked child takes this process's environment and directory
+            # as they are now, not as they were when the zygote started.
+            forked = await _fork_child({**request, "env": env, "cwd": os.getcwd()})
+            if forked is not None:
+                return cls(*forked, crash_at)
+        return await cls._spawn(request, env, crash_at)
+
+    @classmethod
+    async def _spawn(
+        cls, request: dict[str, Any], env: dict[str, str], crash_at: CrashPoint | None
+    ) -> ChildProcess:
         read_fd, write_fd = os.pipe()
         try:
             process = await asyncio.create_subprocess_exec(
@@ -260,12 +561,7 @@ class ChildProcess:
             # Only the child may hold the write end, so that its death is
             # end of file here.
             os.close(write_fd)
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader),
-            os.fdopen(read_fd, "rb", buffering=0),
-        )
+        reader, transport = await _read_pipe(read_fd)
         child = cls(process, reader, transport, crash_at)
         assert process.stdin is not None
         process.stdin.write(json.dumps(request).encode() + b"\n")
@@ -334,6 +630,8 @@ class ChildProcess:
         if self.process.stdin is not None:
             self.process.stdin.close()
         await self._log_task
+        if isinstance(self.process, _ForkedProcess):
+            self.process.close()
 
     async def _finish(
         self, status: ChildStatus, message: dict[str, Any]

@@ -7,13 +7,17 @@ parent: the child's word is never taken for what the database says.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import workflows_for_kill as wfk
 
+from pytest_waypoint import kill
 from pytest_waypoint.kill import ChildProcess, ChildStatus, child_dsn, run_child
 from pytest_waypoint.schedule import CrashPoint, parse_point
 from waypoint import (
@@ -306,3 +310,37 @@ async def test_a_gated_child_must_be_released_before_its_outcome(
     with pytest.raises(WaypointError, match=r"needs ready\(\) and go\(\)"):
         await child.outcome()
     assert child.process.returncode == -signal.SIGKILL
+
+
+@pytest.mark.skipif(not kill.FORK_CHILDREN, reason="needs os.fork")
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+async def test_the_zygote_holds_no_connection_of_its_own(journal: Store) -> None:
+    # Each child opens its store after the fork; the zygote that forked it
+    # never opens one, so no connection is shared between processes.
+    dsn = child_dsn(journal)
+    crashed = await run_child(
+        PIPELINE,
+        dsn=dsn,
+        execution_id="e11",
+        crash_at=parse_point("fetch#1@after_commit"),
+    )
+    await run_child(PIPELINE, dsn=dsn, execution_id="e11", resume=True)
+
+    assert crashed.status is ChildStatus.CRASHED
+    key = tuple(p or os.getcwd() for p in sys.path)
+    held = _held_by(kill._zygotes.by_path[key].process.pid)
+    # Its one socket is the control socket to this process; a database
+    # connection would be a second, and a SQLite journal a file.
+    assert sum(link.startswith("socket:") for link in held) == 1, held
+    assert not [link for link in held if link.startswith("/") and "journal" in link]
+
+
+def _held_by(pid: int) -> list[str]:
+    """What each of a process's descriptors refers to."""
+    held = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        # The zygote closes a reaped child's status pipe just after its
+        # report, so one may be gone by now.
+        with contextlib.suppress(FileNotFoundError):
+            held.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return held
