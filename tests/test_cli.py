@@ -37,7 +37,11 @@ def test_executions_lists_ids_status_and_workflow(
     journal: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["executions", "--dsn", journal]) == 0
-    assert capsys.readouterr().out.split() == ["cli-1", "completed", "shouting"]
+    assert capsys.readouterr().out.split() == [
+        "cli-1",
+        "completed",
+        "test_cli.shouting",
+    ]
 
 
 def test_history_prints_the_journal_in_order(

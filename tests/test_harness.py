@@ -253,7 +253,7 @@ def test_the_command_passes_a_correct_workflow(
 
     out = capsys.readouterr().out
     assert code == 0
-    assert "crash matrix: checkout: 7 scenarios" in out
+    assert "crash matrix: good_checkout.checkout: 7 scenarios" in out
     assert "pay#2             ok      ok rerun 1    ok" in out
     assert not list(chaos_module.glob("*.db"))  # a temporary file by default
 

@@ -25,7 +25,7 @@ async def nap(seconds: float) -> float:
     return seconds
 
 
-@workflow
+@workflow(name="napping")
 async def napping(seconds: float) -> float:
     return await nap(seconds)
 

@@ -530,7 +530,10 @@ async def test_executions_filters_and_limits(local_store: Store) -> None:
             await wp.run(retrying, execution_id="f0")
 
         failed = [e.execution_id async for e in wp.executions(status="failed")]
-        mine = [e.execution_id async for e in wp.executions(workflow="doubling")]
+        mine = [
+            e.execution_id
+            async for e in wp.executions(workflow="test_runtime.doubling")
+        ]
         two = [e.execution_id async for e in wp.executions(limit=2)]
         with pytest.raises(ConfigurationError, match="unknown execution status"):
             [e async for e in wp.executions(status="paused")]
@@ -562,3 +565,33 @@ def test_bad_decorator_use_is_refused_clearly() -> None:
         Waypoint("memory://", lease_seconds=0)
     with pytest.raises(ConfigurationError, match="unknown store URL"):
         Waypoint("mysql://x")
+
+
+def test_a_workflow_is_named_by_its_module_and_qualified_name() -> None:
+    from waypoint.decorators import workflow_definition
+
+    assert workflow_definition(doubling).name == "test_runtime.doubling"
+    assert workflow_definition("test_runtime.doubling").fn is doubling
+
+
+def test_a_name_taken_by_another_modules_workflow_is_refused() -> None:
+    async def run() -> None:
+        return None
+
+    run.__module__ = "billing.jobs"
+    workflow(name="nightly_run")(run)
+
+    async def other() -> None:
+        return None
+
+    other.__module__ = "reports.jobs"
+    with pytest.raises(ConfigurationError, match=r"taken by billing\.jobs\.") as raised:
+        workflow(name="nightly_run")(other)
+    assert "@workflow(name=...)" in str(raised.value)
+
+    # The same module defining it again (a reload) replaces it.
+    async def again() -> None:
+        return None
+
+    again.__module__ = "billing.jobs"
+    workflow(name="nightly_run")(again)

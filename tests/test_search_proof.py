@@ -138,7 +138,8 @@ def test_hypothesis_shrinks_it_to_two_crashes(pytester: pytest.Pytester) -> None
     found.assert_outcomes(failed=1)
     found.stdout.fnmatch_lines(
         [
-            f"crash schedule {SMALLEST} (2 crashes) of workflow 'checkout' broke*",
+            f"crash schedule {SMALLEST} (2 crashes) of workflow "
+            "'test_pay.checkout' broke*",
             "invariant 4 broken*",
             f"*reproduce: pytest test_pay.py::test_checkout_search "
             f"--waypoint-schedule='{SMALLEST}' *",

@@ -12,9 +12,11 @@ import functools
 import inspect
 import logging
 import random
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from waypoint.context import _current as _current_step
@@ -206,10 +208,12 @@ def workflow(
 def workflow(fn: Any = None, /, *, name: str | None = None) -> Any:
     """Register an async function as a workflow under ``name``.
 
-    The name (the function's qualified name by default) is what the journal
-    records and what ``resume`` looks up, so a process that resumes must have
-    imported the module that defines the workflow. The function itself is
-    returned unchanged; called directly, it simply runs.
+    The name is what the journal records and what ``resume`` looks up, so a
+    process that resumes must have imported the module that defines the
+    workflow. By default it is ``module.qualname``: two modules may both have
+    a workflow called ``run``. A name claimed by a workflow of another module
+    is refused, since a resume could otherwise run the wrong code. The
+    function itself is returned unchanged; called directly, it simply runs.
     """
     if isinstance(fn, str):
         name, fn = fn, None
@@ -217,20 +221,49 @@ def workflow(fn: Any = None, /, *, name: str | None = None) -> Any:
 
     def decorate(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         _check_async(func, "workflow")
-        definition = WorkflowDef(func, name or func.__qualname__)
+        definition = WorkflowDef(func, name or _default_name(func))
         previous = _registry.get(definition.name)
         if previous is not None and previous.fn is not func:
+            if _module_of(previous.fn) != _module_of(func):
+                raise ConfigurationError(
+                    f"the workflow name {definition.name!r} is taken by "
+                    f"{_module_of(previous.fn)}.{previous.fn.__qualname__}; a "
+                    "name must identify one workflow, or a resume could run "
+                    "the wrong code: give one of them another name with "
+                    "@workflow(name=...)"
+                )
+            # The same module defining it again (a reload, a test module
+            # imported afresh): the newest definition wins.
             logger.debug(
-                "workflow %r re-registered: %s replaces %s",
-                definition.name,
-                func.__module__,
-                previous.fn.__module__,
+                "workflow %r redefined in %s", definition.name, func.__module__
             )
         _registry[definition.name] = definition
         func.__waypoint_workflow__ = definition  # type: ignore[attr-defined]
         return func
 
     return decorate if fn is None else decorate(fn)
+
+
+def _module_of(func: Callable[..., Any]) -> str:
+    """The importable name of the module that defines ``func``.
+
+    A module run as ``python -m pkg.mod`` is ``__main__`` in that process but
+    ``pkg.mod`` in the process that resumes its executions; a script run as
+    ``python agent.py`` is taken to be the module ``agent``.
+    """
+    module = str(func.__module__)
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        return str(spec.name)
+    path = getattr(main, "__file__", None)
+    return Path(path).stem if path else module
+
+
+def _default_name(func: Callable[..., Any]) -> str:
+    return f"{_module_of(func)}.{func.__qualname__}"
 
 
 def workflow_definition(target: Any) -> WorkflowDef:
