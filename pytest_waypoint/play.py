@@ -107,9 +107,9 @@ class InProcess:
 
     name = "in-process"
 
-    # TODO(perf): on MemoryStore an exploration costs ~3.5x as many plain
-    # runs (on SQLite ~1.5x): the armed runtime builds a CrashSite per hook
-    # call, and each scenario reads its whole journal back to check it.
+    # TODO(perf): on MemoryStore an exploration costs ~3x as many plain runs
+    # (on SQLite ~1.7x): three hook calls a step, and each scenario reads its
+    # whole journal back to check it.
 
     async def segment(
         self,
