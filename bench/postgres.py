@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from bench.common import Figure
-from pytest_waypoint._postgres import server_dsn, unavailable_reason
+from pytest_waypoint._postgres import isolated_store, server_dsn, unavailable_reason
 from waypoint import Waypoint, checkpoint, workflow
 from waypoint.hooks import CrashSite, SimulatedCrash, armed
 from waypoint.ids import new_execution_id
@@ -52,24 +52,6 @@ async def pg_many_steps(n: int) -> int:
 def _crash_before_complete(site: CrashSite) -> None:
     if site.step is None:
         raise SimulatedCrash(site)
-
-
-@contextlib.asynccontextmanager
-async def _scratch(dsn: str) -> AsyncIterator[PostgresStore]:
-    import asyncpg
-
-    schema = f"wp_bench_{secrets.token_hex(4)}"
-    store = PostgresStore(dsn, schema=schema, migrate=True, max_size=20)
-    try:
-        await store.open()
-        yield store
-    finally:
-        await store.close()
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
 
 
 async def _store_run(wp: Waypoint) -> float:
@@ -164,7 +146,8 @@ async def measure() -> list[Figure]:
     reason = await unavailable_reason(dsn)
     if reason is not None:
         return [Figure(SECTION, "skipped", 0, "", reason)]
-    async with _scratch(dsn) as store, Waypoint(store) as wp:
+    # A scratch schema, migrated, and dropped afterwards.
+    async with isolated_store(dsn, max_size=20) as store, Waypoint(store) as wp:
         per_step, floor = await _per_step_and_floor(dsn, wp)
         replay = await _replay_per_step(wp)
         rates = {n: await _throughput(wp, n) for n in CONCURRENCY}
