@@ -33,7 +33,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# DBOS Transact is installed here for the comparison only; it is never a
+# dependency of waypoint-sdk.
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	$(BIN)/python -m bench.run
 
 # Schema migrations (the same as `waypoint db ...`); DSN=... or WAYPOINT_DSN.
