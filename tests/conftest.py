@@ -47,3 +47,12 @@ async def local_store(
     """The backends that need no server, for runtime behaviour tests."""
     async for opened in _make_store(request.param, tmp_path):
         yield opened
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def db_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Store]:
+    """The backends with a database that other processes can open too."""
+    async for opened in _make_store(request.param, tmp_path):
+        yield opened

@@ -80,10 +80,9 @@ async def test_tasks_sharing_one_store_resume_it_once(
 
 
 async def test_runtimes_with_their_own_connections_resume_it_once(
-    store: Store,
+    db_store: Store,
 ) -> None:
-    if isinstance(store, MemoryStore):
-        pytest.skip("a memory store cannot be opened twice; shared above")
+    store = db_store
     await _crash_in_process(store, "race")
 
     report = await race_resumers(child_dsn(store), "race", 4)
@@ -93,9 +92,8 @@ async def test_runtimes_with_their_own_connections_resume_it_once(
 
 
 @pytest.mark.slow
-async def test_processes_race_to_resume_a_killed_run(store: Store) -> None:
-    if isinstance(store, MemoryStore):
-        pytest.skip("child processes need a journal in a database")
+async def test_processes_race_to_resume_a_killed_run(db_store: Store) -> None:
+    store = db_store
     dsn = child_dsn(store)
     crashed = await run_child(
         "workflows_for_kill:pipeline",
