@@ -30,6 +30,11 @@ __all__ = ["Run"]
 
 logger = logging.getLogger(__name__)
 
+# Looked up at every step of an armed run, so module globals, not attributes.
+BEFORE = CrashPhase.BEFORE
+AFTER_EFFECT = CrashPhase.AFTER_EFFECT
+AFTER_COMMIT = CrashPhase.AFTER_COMMIT
+
 
 class Run:
     """The state of one execution while a runtime drives it."""
@@ -138,8 +143,13 @@ class Run:
             )
         hook = active_hook()
         attempt = self.failures.get(position, 0) + 1
+        name = step.name
         if hook is not None:
-            hook(self._site(CrashPhase.BEFORE, step, position, occurrence, attempt))
+            hook(
+                CrashSite(
+                    BEFORE, self.execution_id, name, occurrence, position, attempt
+                )
+            )
         while True:
             started = time.time()
             token = _current_step.set((self.execution_id, position, step.name, attempt))
@@ -155,7 +165,9 @@ class Run:
 
         if hook is not None:
             hook(
-                self._site(CrashPhase.AFTER_EFFECT, step, position, occurrence, attempt)
+                CrashSite(
+                    AFTER_EFFECT, self.execution_id, name, occurrence, position, attempt
+                )
             )
         result_text = codec.encode(result)
         if self.crash is not None:
@@ -175,7 +187,9 @@ class Run:
         )
         if hook is not None:
             hook(
-                self._site(CrashPhase.AFTER_COMMIT, step, position, occurrence, attempt)
+                CrashSite(
+                    AFTER_COMMIT, self.execution_id, name, occurrence, position, attempt
+                )
             )
         return result
 
@@ -212,18 +226,6 @@ class Run:
             delay,
         )
         await asyncio.sleep(delay or 0)
-
-    def _site(
-        self,
-        phase: CrashPhase,
-        step: StepDef,
-        position: int,
-        occurrence: int,
-        attempt: int,
-    ) -> CrashSite:
-        return CrashSite(
-            phase, self.execution_id, step.name, occurrence, position, attempt
-        )
 
     def check_complete(self) -> None:
         """Raise if the workflow finished without reaching recorded steps."""
