@@ -129,8 +129,10 @@ SELECT $1, $3, $4, $5, $6, $7, to_timestamp($8::float8), to_timestamp($9::float8
 WHERE EXISTS (
     SELECT 1 FROM executions WHERE id = $1 AND owner = $2 FOR SHARE
 )
-RETURNING 1
 """
+
+#: What the server answers when the owner check let nothing through.
+_NOTHING_INSERTED = "INSERT 0 0"
 
 # An attempt number is written once per position and kind, so replaying this
 # statement after a lost reply cannot write the same failure twice.
@@ -676,7 +678,9 @@ class PostgresStore(Store):
             if cut is WriteCut.BEFORE_COMMIT and not retrying:
                 await _cut_connection(conn)
             try:
-                seq = await conn.fetchval(
+                # execute, not fetchval: the command tag says whether a row
+                # was written, and no row has to come back and be decoded.
+                status = await conn.execute(
                     _RECORD_STEP,
                     execution_id,
                     owner,
@@ -709,7 +713,7 @@ class PostgresStore(Store):
                     execution_id=execution_id,
                     position=checkpoint.position,
                 ) from exc
-            if seq is None:
+            if status == _NOTHING_INSERTED:
                 raise await self._lease_lost_on(conn, execution_id, owner)
             if cut is WriteCut.AFTER_COMMIT and not retrying:
                 await _cut_connection(conn)
