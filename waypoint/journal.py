@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
-    "TERMINAL_EVENTS",
     "Checkpoint",
     "Claim",
     "Event",
@@ -52,9 +51,6 @@ class EventKind(enum.StrEnum):
     STEP_FAILED = "step_failed"
     EXECUTION_COMPLETED = "execution_completed"
     EXECUTION_FAILED = "execution_failed"
-
-
-TERMINAL_EVENTS = frozenset({EventKind.EXECUTION_COMPLETED, EventKind.EXECUTION_FAILED})
 
 
 def utc_from_timestamp(value: float) -> datetime:

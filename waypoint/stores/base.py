@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
+from waypoint.errors import CheckpointConflict, ExecutionNotFound, LeaseLost
 from waypoint.journal import (
     Checkpoint,
     Claim,
@@ -27,7 +28,37 @@ from waypoint.journal import (
     StepFailure,
 )
 
-__all__ = ["Store"]
+__all__ = ["Store", "checkpoint_conflict", "lease_lost", "not_found"]
+
+
+# The errors every store raises, worded once.
+
+
+def not_found(execution_id: str, where: str) -> ExecutionNotFound:
+    return ExecutionNotFound(
+        f"no execution {execution_id!r} in {where}", execution_id=execution_id
+    )
+
+
+def lease_lost(
+    execution_id: str, owner: str, holder: str | None, status: str
+) -> LeaseLost:
+    return LeaseLost(
+        f"execution {execution_id} is no longer owned by {owner} (owner now: "
+        f"{holder}, status: {status}); another runner took it over, and this "
+        "runner's write was refused",
+        execution_id=execution_id,
+        owner=holder,
+    )
+
+
+def checkpoint_conflict(execution_id: str, position: int) -> CheckpointConflict:
+    return CheckpointConflict(
+        f"execution {execution_id} already has a checkpoint at position "
+        f"{position}; a checkpoint is written once",
+        execution_id=execution_id,
+        position=position,
+    )
 
 
 class Store(abc.ABC):

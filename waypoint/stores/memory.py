@@ -13,7 +13,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from waypoint.errors import CheckpointConflict, ExecutionNotFound, LeaseLost
 from waypoint.journal import (
     Checkpoint,
     Claim,
@@ -25,7 +24,12 @@ from waypoint.journal import (
     merge_history,
     utc_from_timestamp,
 )
-from waypoint.stores.base import Store
+from waypoint.stores.base import (
+    Store,
+    checkpoint_conflict,
+    lease_lost,
+    not_found,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -95,10 +99,7 @@ class MemoryStore(Store):
     def _row(self, execution_id: str) -> _Row:
         row = self._rows.get(execution_id)
         if row is None:
-            raise ExecutionNotFound(
-                f"no execution {execution_id!r} in {self.dsn}",
-                execution_id=execution_id,
-            )
+            raise not_found(execution_id, self.dsn)
         return row
 
     def _append(self, row: _Row, kind: EventKind, at: float, **fields: object) -> None:
@@ -110,12 +111,7 @@ class MemoryStore(Store):
     def _owned(self, execution_id: str, owner: str) -> _Row:
         row = self._row(execution_id)
         if row.owner != owner:
-            raise LeaseLost(
-                f"execution {execution_id} is no longer owned by {owner} "
-                f"(owner now: {row.owner}); another runner took it over",
-                execution_id=execution_id,
-                owner=row.owner,
-            )
+            raise lease_lost(execution_id, owner, row.owner, row.status.value)
         return row
 
     async def create_execution(
@@ -243,12 +239,7 @@ class MemoryStore(Store):
     ) -> None:
         row = self._owned(execution_id, owner)
         if checkpoint.position in row.checkpoints:
-            raise CheckpointConflict(
-                f"execution {execution_id} already has a checkpoint at position "
-                f"{checkpoint.position}; a checkpoint is written once",
-                execution_id=execution_id,
-                position=checkpoint.position,
-            )
+            raise checkpoint_conflict(execution_id, checkpoint.position)
         row.checkpoints[checkpoint.position] = checkpoint
         row.updated_at = checkpoint.completed_at
 

@@ -23,11 +23,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from waypoint.errors import (
-    CheckpointConflict,
     ConfigurationError,
     ExecutionNotFound,
     InternalError,
-    LeaseLost,
     SchemaVersionError,
     StoreError,
     WaypointError,
@@ -44,7 +42,12 @@ from waypoint.journal import (
 )
 from waypoint.stores import redact
 from waypoint.stores._pgpool import ConnectionPool
-from waypoint.stores.base import Store
+from waypoint.stores.base import (
+    Store,
+    checkpoint_conflict,
+    lease_lost,
+    not_found,
+)
 from waypoint.stores.schema import SCHEMA_REVISION, alembic_config, check_revision
 
 try:
@@ -487,10 +490,7 @@ class PostgresStore(Store):
         return error
 
     def _not_found(self, execution_id: str) -> ExecutionNotFound:
-        return ExecutionNotFound(
-            f"no execution {execution_id!r} in {self._where}",
-            execution_id=execution_id,
-        )
+        return not_found(execution_id, self._where)
 
     async def _lease_lost_on(
         self, conn: Any, execution_id: str, owner: str
@@ -500,13 +500,7 @@ class PostgresStore(Store):
         )
         if row is None:
             return self._not_found(execution_id)
-        return LeaseLost(
-            f"execution {execution_id} is no longer owned by {owner} (owner "
-            f"now: {row['owner']}, status: {row['status']}); another runner "
-            "took it over, and this runner's write was refused",
-            execution_id=execution_id,
-            owner=row["owner"],
-        )
+        return lease_lost(execution_id, owner, row["owner"], row["status"])
 
     # Executions ---------------------------------------------------------
 
@@ -706,13 +700,7 @@ class PostgresStore(Store):
                         checkpoint.step,
                     )
                     return
-                raise CheckpointConflict(
-                    f"execution {execution_id} already has a checkpoint at "
-                    f"position {checkpoint.position}; a checkpoint is written "
-                    "once",
-                    execution_id=execution_id,
-                    position=checkpoint.position,
-                ) from exc
+                raise checkpoint_conflict(execution_id, checkpoint.position) from exc
             if status == _NOTHING_INSERTED:
                 raise await self._lease_lost_on(conn, execution_id, owner)
             if cut is WriteCut.AFTER_COMMIT and not retrying:

@@ -25,10 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from waypoint.errors import (
-    CheckpointConflict,
     ConfigurationError,
     ExecutionNotFound,
-    LeaseLost,
     StoreError,
     WaypointError,
 )
@@ -42,7 +40,12 @@ from waypoint.journal import (
     history_from_rows,
     utc_from_timestamp,
 )
-from waypoint.stores.base import Store
+from waypoint.stores.base import (
+    Store,
+    checkpoint_conflict,
+    lease_lost,
+    not_found,
+)
 from waypoint.stores.schema import SCHEMA_REVISION, alembic_config, check_revision
 
 __all__ = ["SQLiteStore"]
@@ -426,12 +429,7 @@ class SQLiteStore(Store):
                 ),
             )
         except sqlite3.IntegrityError as exc:
-            raise CheckpointConflict(
-                f"execution {execution_id} already has a checkpoint at position "
-                f"{checkpoint.position}; a checkpoint is written once",
-                execution_id=execution_id,
-                position=checkpoint.position,
-            ) from exc
+            raise checkpoint_conflict(execution_id, checkpoint.position) from exc
         except sqlite3.Error as exc:
             raise _store_error(self, exc) from exc
         if cursor.rowcount == 0:
@@ -538,20 +536,11 @@ class SQLiteStore(Store):
     # Errors -------------------------------------------------------------
 
     def _not_found(self, execution_id: str) -> ExecutionNotFound:
-        return ExecutionNotFound(
-            f"no execution {execution_id!r} in {self.dsn}",
-            execution_id=execution_id,
-        )
+        return not_found(execution_id, self.dsn)
 
     async def _lease_lost(self, execution_id: str, owner: str) -> WaypointError:
         execution = await self.get_execution(execution_id)
-        return LeaseLost(
-            f"execution {execution_id} is no longer owned by {owner} (owner "
-            f"now: {execution.owner}, status: {execution.status.value}); "
-            "another runner took it over, and this runner's write was refused",
-            execution_id=execution_id,
-            owner=execution.owner,
-        )
+        return lease_lost(execution_id, owner, execution.owner, execution.status.value)
 
 
 def _store_error(store: SQLiteStore, exc: sqlite3.Error) -> StoreError:
