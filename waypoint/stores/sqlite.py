@@ -27,6 +27,7 @@ from typing import Any, Literal
 from waypoint.errors import (
     ConfigurationError,
     ExecutionNotFound,
+    SchemaVersionError,
     StoreError,
     WaypointError,
 )
@@ -216,15 +217,14 @@ class SQLiteStore(Store):
 
     def _ensure_schema(self, conn: sqlite3.Connection) -> None:
         command = f"waypoint db upgrade --dsn {self.dsn}"
-        if not check_revision(self._revision(conn), str(self.path), command):
+        found = self._revision(conn)
+        if not check_revision(found, str(self.path), command):
             return
         if not self.migrate:
-            from waypoint.errors import SchemaVersionError
-
             raise SchemaVersionError(
-                f"the journal at {self.path} is at schema revision "
-                f"{self._revision(conn)}, not {SCHEMA_REVISION}; run: {command}",
-                found=self._revision(conn),
+                f"the journal at {self.path} is at schema revision {found}, "
+                f"not {SCHEMA_REVISION}; run: {command}",
+                found=found,
                 expected=SCHEMA_REVISION,
             )
         # Two processes opening a new file at once must not both migrate it.
