@@ -80,14 +80,14 @@ async def test_a_connection_left_in_a_transaction_is_not_reused(pool: Any) -> No
 
 
 async def test_a_cancelled_waiter_leaks_no_place(pool: Any) -> None:
-    held = [await pool._get(), await pool._get()]
-    waiter = asyncio.ensure_future(pool._get())
+    held = [await pool.get(), await pool.get()]
+    waiter = asyncio.ensure_future(pool.get())
     await asyncio.sleep(0)
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
     for conn in held:
-        pool._put(conn)
+        pool.put(conn)
 
     async def use() -> None:
         async with pool.acquire() as conn:

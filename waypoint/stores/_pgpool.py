@@ -43,20 +43,33 @@ class ConnectionPool:
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[Any]:
-        conn = await self._get()
+        conn = self.take() or await self.get()
         try:
             yield conn
         finally:
-            self._put(conn)
+            self.put(conn)
 
-    async def _get(self) -> Any:
+    def take(self) -> Any:
+        """An idle, live connection at once, or None: then ``await get()``.
+
+        The store's hot path calls this and :meth:`put` directly: a context
+        manager around them costs more than the rest of the pool together.
+        """
         if self._closed:
             raise RuntimeError("the connection pool is closed")
-        while self._idle:
-            conn = self._idle.pop()
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
             if not conn.is_closed():
                 return conn
             self._size -= 1
+        return None
+
+    async def get(self) -> Any:
+        """A connection: an idle one, a new one, or the next one put back."""
+        conn = self.take()
+        if conn is not None:
+            return conn
         if self._size >= self._max_size:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -77,7 +90,8 @@ class ConnectionPool:
             self._wake_one(None)
             raise
 
-    def _put(self, conn: Any) -> None:
+    def put(self, conn: Any) -> None:
+        """Take back a connection from :meth:`take` or :meth:`get`."""
         healthy = not conn.is_closed() and not conn.is_in_transaction()
         if not healthy:
             # A connection left inside a transaction by an interrupted call
@@ -108,7 +122,7 @@ class ConnectionPool:
         if waiter.done() and not waiter.cancelled():
             handed = waiter.result()
             if handed is not None:
-                self._put(handed)
+                self.put(handed)
             elif not self._wake_one(None):
                 self._size -= 1
         elif waiter in self._waiters:

@@ -94,6 +94,10 @@ _ROLLED_BACK: tuple[type[BaseException], ...] = (
     asyncpg.SerializationError,
 )
 _RETRYABLE = _CONNECTION_LOST + _ROLLED_BACK
+# What ``_call`` handles: retries the retryable, words the rest as StoreError.
+_DATABASE_ERRORS = (*_RETRYABLE, asyncpg.PostgresError)
+#: Attempt numbers of a call: the first, then one per retry.
+_ATTEMPTS = tuple(range(1, len(RETRY_DELAYS) + 2))
 
 _EXECUTION_COLUMNS = (
     "id, workflow, status, input, output, error, created_at, updated_at, "
@@ -424,43 +428,68 @@ class PostgresStore(Store):
         op: Callable[[Any, bool], Awaitable[T]],
         *,
         replayable: bool = True,
+        failed: BaseException | None = None,
     ) -> T:
         """Run ``op(connection, retrying)``, retrying on a fresh connection.
 
         ``retrying`` tells ``op`` that an earlier attempt may have committed
         before its connection died. A call that is not ``replayable`` is
-        retried only when nothing of it can have committed.
+        retried only when nothing of it can have committed. ``failed`` is the
+        error of a first attempt the caller already made, with the statement
+        sent; the loop then carries on from the second.
         """
         pool = self._pool
         if pool is None:
             raise WaypointError(f"the store {self.dsn} is not open")
-        for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
+        attempts = _ATTEMPTS
+        if failed is not None:
+            await self._pause_or_raise(
+                action, execution_id, failed, 1, True, replayable
+            )
+            attempts = _ATTEMPTS[1:]
+        for attempt in attempts:
             sent = False
             try:
-                async with pool.acquire() as conn:
-                    sent = True
+                conn = pool.take() or await pool.get()
+                sent = True
+                try:
                     return await op(conn, attempt > 1)
-            except _RETRYABLE as exc:
-                unknown = sent and not isinstance(exc, _ROLLED_BACK)
-                if delay is None or (unknown and not replayable):
-                    raise self._failure(
-                        action, execution_id, exc, attempt, unknown
-                    ) from exc
-                logger.warning(
-                    "execution %s: %s failed (%s: %s); retry %d of %d on a new "
-                    "connection in %.2fs",
-                    execution_id or "-",
-                    action,
-                    type(exc).__name__,
-                    exc,
-                    attempt,
-                    len(RETRY_DELAYS),
-                    delay,
+                finally:
+                    pool.put(conn)
+            except _DATABASE_ERRORS as exc:
+                await self._pause_or_raise(
+                    action, execution_id, exc, attempt, sent, replayable
                 )
-                await asyncio.sleep(delay)
-            except asyncpg.PostgresError as exc:
-                raise self._failure(action, execution_id, exc, attempt, False) from exc
         raise InternalError(f"the retry loop of {action} ended without a result")
+
+    async def _pause_or_raise(
+        self,
+        action: str,
+        execution_id: str | None,
+        exc: BaseException,
+        attempt: int,
+        sent: bool,
+        replayable: bool,
+    ) -> None:
+        """After attempt ``attempt`` failed with ``exc``: wait to retry, or raise."""
+        if not isinstance(exc, _RETRYABLE):
+            raise self._failure(action, execution_id, exc, attempt, False) from exc
+        unknown = sent and not isinstance(exc, _ROLLED_BACK)
+        if attempt > len(RETRY_DELAYS) or (unknown and not replayable):
+            raise self._failure(action, execution_id, exc, attempt, unknown) from exc
+        delay = RETRY_DELAYS[attempt - 1]
+        logger.warning(
+            "execution %s: %s failed (%s: %s); retry %d of %d on a new "
+            "connection in %.2fs",
+            execution_id or "-",
+            action,
+            type(exc).__name__,
+            exc,
+            attempt,
+            len(RETRY_DELAYS),
+            delay,
+        )
+        await asyncio.sleep(delay)
 
     def _failure(
         self,
@@ -501,6 +530,14 @@ class PostgresStore(Store):
         if row is None:
             return self._not_found(execution_id)
         return lease_lost(execution_id, owner, row["owner"], row["status"])
+
+    async def _lease_lost(self, execution_id: str, owner: str) -> WaypointError:
+        """The error for a write the owner check refused, found out afresh."""
+
+        async def op(conn: Any, retrying: bool) -> WaypointError:
+            return await self._lease_lost_on(conn, execution_id, owner)
+
+        return await self._call("record_step", execution_id, op)
 
     # Executions ---------------------------------------------------------
 
@@ -657,8 +694,56 @@ class PostgresStore(Store):
     ) -> None:
         # One statement in autocommit: one round trip, one transaction. The
         # owner check rides inside it, so a runner that lost its lease writes
-        # nothing; the unique index uq_events_checkpoint refuses a second
-        # checkpoint at a position, whatever the code above does.
+        # nothing; the primary key pk_steps refuses a second checkpoint at a
+        # position, whatever the code above does.
+        #
+        # This is the library's hottest call, so its first attempt is made
+        # here, inline, on an idle connection; anything unusual (no idle
+        # connection, an armed write fault, an error) goes through ``_call``.
+        pool = self._pool
+        conn = None if pool is None or active_write_fault() else pool.take()
+        if conn is None:
+            await self._record_step(execution_id, owner, checkpoint)
+            return
+        failed: BaseException | None = None
+        status = None
+        try:
+            # execute, not fetchval: the command tag says whether a row was
+            # written, and no row has to come back and be decoded.
+            status = await conn.execute(
+                _RECORD_STEP,
+                execution_id,
+                owner,
+                checkpoint.position,
+                checkpoint.step,
+                checkpoint.attempt,
+                checkpoint.args_hash,
+                checkpoint.result,
+                checkpoint.started_at,
+                checkpoint.completed_at,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "pk_steps":
+                raise checkpoint_conflict(execution_id, checkpoint.position) from exc
+            failed = exc
+        except _DATABASE_ERRORS as exc:
+            failed = exc
+        finally:
+            pool.put(conn)
+        if failed is not None:
+            await self._record_step(execution_id, owner, checkpoint, failed=failed)
+        elif status == _NOTHING_INSERTED:
+            raise await self._lease_lost(execution_id, owner)
+
+    async def _record_step(
+        self,
+        execution_id: str,
+        owner: str,
+        checkpoint: Checkpoint,
+        *,
+        failed: BaseException | None = None,
+    ) -> None:
+        """``record_step`` through the retry loop, with any armed write fault."""
         fault = active_write_fault()
         cut = (
             None
@@ -672,8 +757,6 @@ class PostgresStore(Store):
             if cut is WriteCut.BEFORE_COMMIT and not retrying:
                 await _cut_connection(conn)
             try:
-                # execute, not fetchval: the command tag says whether a row
-                # was written, and no row has to come back and be decoded.
                 status = await conn.execute(
                     _RECORD_STEP,
                     execution_id,
@@ -706,7 +789,7 @@ class PostgresStore(Store):
             if cut is WriteCut.AFTER_COMMIT and not retrying:
                 await _cut_connection(conn)
 
-        await self._call("record_step", execution_id, op)
+        await self._call("record_step", execution_id, op, failed=failed)
 
     async def _holds_checkpoint_on(
         self, conn: Any, execution_id: str, checkpoint: Checkpoint
