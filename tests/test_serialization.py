@@ -134,6 +134,16 @@ class Opaque:
 
 
 @checkpoint
+async def infinite() -> float:
+    return float("inf")
+
+
+@checkpoint
+async def nan_inside() -> Citation:
+    return Citation(url="u", score=float("nan"))
+
+
+@checkpoint
 async def opaque() -> Opaque:
     return Opaque()
 
@@ -143,7 +153,13 @@ after: list[str] = []
 
 @workflow
 async def storing(which: str) -> None:
-    step = {"untyped": untyped_tuple, "lying": lying, "opaque": opaque}[which]
+    step = {
+        "untyped": untyped_tuple,
+        "lying": lying,
+        "opaque": opaque,
+        "infinite": infinite,
+        "nan_inside": nan_inside,
+    }[which]
     await step()
     after.append("moved on")
 
@@ -154,6 +170,10 @@ async def storing(which: str) -> None:
         ("untyped", ["untyped_tuple", "tuple", "Annotate it"]),
         ("lying", ["lying", "str", "int"]),
         ("opaque", ["opaque", "Opaque", "cannot store as JSON"]),
+        # JSON has no inf or nan: stored, they would come back as null, and
+        # the replay would fail (or, for an optional float, return None).
+        ("infinite", ["infinite", "inf", "JSON"]),
+        ("nan_inside", ["nan_inside", "Citation", "JSON"]),
     ],
 )
 async def test_a_result_that_cannot_be_stored_is_refused_before_moving_on(

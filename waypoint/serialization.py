@@ -40,6 +40,11 @@ __all__ = [
 
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 
+#: Annotations a value of exactly that type cannot mismatch, having nothing
+#: nested: encoding one skips pydantic's checking mode, which costs ten times
+#: the encoding itself (a failed bool conversion of the "error" argument).
+_SCALAR_ANNOTATIONS = (str, int, float, bool)
+
 
 def type_name(value_or_type: Any) -> str:
     cls = value_or_type if isinstance(value_or_type, type) else type(value_or_type)
@@ -81,12 +86,15 @@ def _plain_problem(value: Any, path: str) -> str | None:
 class Codec:
     """Encodes values of one annotation to JSON text and rebuilds them."""
 
-    __slots__ = ("_adapter", "annotation", "owner")
+    __slots__ = ("_adapter", "_scalar", "annotation", "owner")
 
     def __init__(self, annotation: Any, owner: str) -> None:
         self.annotation = annotation
         self.owner = owner
         self._adapter: pydantic.TypeAdapter[Any] | None = None
+        self._scalar: type | None = next(
+            (kind for kind in _SCALAR_ANNOTATIONS if annotation is kind), None
+        )
         if annotation is not Any and annotation is not inspect.Parameter.empty:
             try:
                 self._adapter = pydantic.TypeAdapter(annotation)
@@ -112,8 +120,12 @@ class Codec:
                     type_name=type_name(value),
                 )
             return json.dumps(value, separators=(",", ":"))
+        if type(value) is self._scalar:
+            if self._scalar is float and not math.isfinite(value):
+                raise self._not_json(value, "JSON has no inf or nan")
+            return self._adapter.serializer.to_json(value).decode()
         try:
-            return self._adapter.serializer.to_json(value, warnings="error").decode()
+            text = self._adapter.serializer.to_json(value, warnings="error")
         except (pydantic_core.PydanticSerializationError, ValueError) as exc:
             raise SerializationError(
                 f"{self.owner}: a {type_name(value)} cannot be stored as "
@@ -121,6 +133,24 @@ class Codec:
                 step=self.owner,
                 type_name=type_name(value),
             ) from exc
+        if b"null" in text:
+            # pydantic writes an inf or nan float as null, which the replay
+            # then cannot read back; find out now, not on the resume.
+            try:
+                self._adapter.validator.validate_json(text)
+            except pydantic.ValidationError as exc:
+                raise self._not_json(value, f"{exc}") from exc
+        return text.decode()
+
+    def _not_json(self, value: Any, problem: str) -> SerializationError:
+        return SerializationError(
+            f"{self.owner}: a {type_name(value)} cannot be stored as "
+            f"{_annotation_name(self.annotation)}: it would not read back "
+            f"from JSON ({problem}). JSON has no inf or nan: return a finite "
+            "float, or None under an optional annotation",
+            step=self.owner,
+            type_name=type_name(value),
+        )
 
     def decode(self, text: str) -> Any:
         if self._adapter is None:
