@@ -6,7 +6,12 @@ All figures come from one server (``WAYPOINT_TEST_DSN`` or the local
 default), in scratch schemas dropped afterwards. The floor of a step is a
 bare asyncpg INSERT, in autocommit, of a row of the checkpoint's shape into a
 scratch table; floor and store runs alternate, so a noisy neighbour weighs on
-both alike, and each figure is the median of :data:`REPEATS` runs. DBOS
+both alike, and each figure is the median of :data:`REPEATS` runs.
+
+A second ratio takes turns at the finest grain: one workflow whose loop makes
+a floor INSERT, then a step, :data:`TURN_ABOUT_STEPS` times, each timed on its
+own. The two then run with the same load and the same state of the CPU's
+caches, which a loop of bare INSERTs keeps warmer than a workflow can. DBOS
 (``pip install -r bench/requirements.txt``; see bench/dbos_bench.py) is
 measured when it imports and runs, with its system tables in a database of its
 own on the same server; otherwise the reason is printed instead.
@@ -20,6 +25,7 @@ import secrets
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import ClassVar
 
 from bench.common import Figure
 from pytest_waypoint._postgres import isolated_store, server_dsn, unavailable_reason
@@ -31,7 +37,9 @@ from waypoint.stores.postgres import PostgresStore
 SECTION = "postgres"
 STEPS = 1_000
 #: Each figure is the median of this many runs, to damp a noisy neighbour.
-REPEATS = 5
+REPEATS = 9
+#: Steps of the turn-about workflow (each beside one floor INSERT).
+TURN_ABOUT_STEPS = 3_000
 CONCURRENCY = (1, 10, 100)
 #: Steps per execution in the concurrency runs: enough to dwarf start-up.
 CONCURRENT_STEPS = 100
@@ -46,6 +54,32 @@ async def pg_trivial(i: int) -> int:
 async def pg_many_steps(n: int) -> int:
     for i in range(n):
         await pg_trivial(i)
+    return n
+
+
+class _TurnAbout:
+    """What the turn-about workflow needs from the bench, and what it measured.
+
+    Module state rather than arguments: the workflow's arguments are journaled
+    as JSON, and a connection is not data.
+    """
+
+    insert: Callable[[int], Awaitable[object]] | None = None
+    #: (floor INSERT, step) nanoseconds, one pair per step.
+    timings: ClassVar[list[tuple[int, int]]] = []
+
+
+@workflow(name="bench_pg_turn_about")
+async def pg_turn_about(n: int) -> int:
+    insert = _TurnAbout.insert
+    assert insert is not None, "set _TurnAbout.insert before running"
+    clock = time.perf_counter_ns
+    for i in range(n):
+        start = clock()
+        await insert(i)
+        between = clock()
+        await pg_trivial(i)
+        _TurnAbout.timings.append((between - start, clock() - between))
     return n
 
 
@@ -133,6 +167,48 @@ async def _per_step_and_floor(dsn: str, wp: Waypoint) -> tuple[float, float]:
     return statistics.median(stores), statistics.median(floors)
 
 
+async def _turn_about(dsn: str, wp: Waypoint) -> tuple[float, float]:
+    """Median seconds of a floor INSERT and of a step, taken turn about."""
+    import asyncpg
+
+    assert isinstance(wp.store, PostgresStore)
+    schema = wp.store.schema
+    conn = await asyncpg.connect(
+        dsn, server_settings={"search_path": schema} if schema else None
+    )
+    table = f"wp_turn_{secrets.token_hex(4)}"
+    execution_id = new_execution_id()
+
+    async def insert(i: int) -> object:
+        now = time.time()
+        return await conn.execute(
+            row_insert, execution_id, i, "pg_trivial", 1, "0" * 16, str(i), now, now
+        )
+
+    try:
+        await conn.execute(
+            f"CREATE TABLE {table} (execution_id text, position int, step text, "
+            "attempt int, args_hash text, result text, started_at timestamptz, "
+            "completed_at timestamptz, PRIMARY KEY (execution_id, position))"
+        )
+        row_insert = (
+            f"INSERT INTO {table} VALUES ($1, $2, $3, $4, $5, $6, "
+            "to_timestamp($7::float8), to_timestamp($8::float8))"
+        )
+        _TurnAbout.insert = insert
+        _TurnAbout.timings.clear()
+        await wp.run(pg_turn_about, TURN_ABOUT_STEPS)
+        # The first steps warm the statement caches of both connections.
+        timings = _TurnAbout.timings[TURN_ABOUT_STEPS // 10 :]
+        floor = statistics.median(pair[0] for pair in timings) / 1e9
+        step = statistics.median(pair[1] for pair in timings) / 1e9
+    finally:
+        _TurnAbout.insert = None
+        await conn.execute(f"DROP TABLE IF EXISTS {table}")
+        await conn.close()
+    return step, floor
+
+
 async def _throughput(wp: Waypoint, executions: int) -> float:
     start = time.perf_counter()
     await asyncio.gather(
@@ -149,6 +225,7 @@ async def measure() -> list[Figure]:
     # A scratch schema, migrated, and dropped afterwards.
     async with isolated_store(dsn, max_size=20) as store, Waypoint(store) as wp:
         per_step, floor = await _per_step_and_floor(dsn, wp)
+        turn_step, turn_floor = await _turn_about(dsn, wp)
         replay = await _replay_per_step(wp)
         rates = {n: await _throughput(wp, n) for n in CONCURRENCY}
     us = 1e6
@@ -164,6 +241,14 @@ async def measure() -> list[Figure]:
         ),
         Figure(
             SECTION, "PostgresStore / floor", per_step / floor, "x", "target <= 1.2"
+        ),
+        Figure(
+            SECTION,
+            "turn about, step by step: step / floor INSERT",
+            turn_step / turn_floor,
+            "x",
+            f"{turn_step * us:.0f} µs / {turn_floor * us:.0f} µs, median of "
+            f"{TURN_ABOUT_STEPS - TURN_ABOUT_STEPS // 10:,}",
         ),
         Figure(SECTION, "PostgresStore, replay per recorded step", replay * us, "µs"),
     ]
