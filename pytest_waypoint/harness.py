@@ -392,6 +392,8 @@ class Chaos:
             report.scenarios.append(
                 Scenario(run, check_invariants(report.reference, run))
             )
+            if not (reference_llm or reference_tokens):
+                continue  # no model calls to save: each term below would be 0
             for resumed in run.segments[1:]:
                 report.llm_saved += llm.Usage(
                     max(0, reference_llm - resumed.llm_calls),

@@ -32,6 +32,13 @@ __all__ = [
 ]
 
 
+_BEFORE = CrashPhase.BEFORE
+_AFTER_COMMIT = CrashPhase.AFTER_COMMIT
+_STEP_COMPLETED = EventKind.STEP_COMPLETED
+_EXECUTION_COMPLETED = EventKind.EXECUTION_COMPLETED
+_EXECUTION_FAILED = EventKind.EXECUTION_FAILED
+
+
 class Invariant(enum.IntEnum):
     """The invariants of DESIGN.md, numbered as there."""
 
@@ -95,21 +102,62 @@ class Segment:
 
     def body_runs(self) -> Counter[int]:
         """How many times each position's body started in this segment."""
-        runs: Counter[int] = Counter()
-        for site in self.sites:
-            if site.phase is not CrashPhase.BEFORE or site.position is None:
-                continue
-            if self.crashed_at is not None and site is self.sites[-1]:
-                continue  # the crash came before the body started
-            runs[site.position] += 1
-        return runs
+        return Counter(self._started())
 
     def committed(self) -> set[int]:
+        """The positions whose checkpoint this segment committed."""
         return {
-            s.position
-            for s in self.sites
-            if s.phase is CrashPhase.AFTER_COMMIT and s.position is not None
+            site.position
+            for site in self.sites
+            if site.point.phase is _AFTER_COMMIT and site.position is not None
         }
+
+    def _started(self) -> list[int]:
+        """The position of each body start, in the order they started.
+
+        Read for every segment of every scenario, so it reads the phase off
+        the point rather than through ``Site.phase``.
+        """
+        sites = self.sites
+        if self.crashed_at is not None:
+            # The last site is where the crash fired: at ``before`` it came
+            # before the body started, and at any later phase it is not a
+            # ``before`` site at all.
+            sites = sites[:-1]
+        return [
+            site.position
+            for site in sites
+            if site.point.phase is _BEFORE and site.position is not None
+        ]
+
+
+class _Journal(NamedTuple):
+    """What the invariants read from a journal, gathered in one pass.
+
+    ``completed`` counts the checkpoints at each position, ``steps`` is the
+    position -> step name of each (the last, where there are several),
+    ``terminal`` counts the terminal events.
+    """
+
+    completed: dict[int | None, int]
+    steps: dict[int, str]
+    terminal: int
+
+
+def _read_journal(events: tuple[Event, ...]) -> _Journal:
+    completed: dict[int | None, int] = {}
+    steps: dict[int, str] = {}
+    terminal = 0
+    for event in events:
+        kind = event.kind
+        if kind is _STEP_COMPLETED:
+            position = event.position
+            completed[position] = completed.get(position, 0) + 1
+            if position is not None:
+                steps[position] = event.step or ""
+        elif kind is _EXECUTION_COMPLETED or kind is _EXECUTION_FAILED:
+            terminal += 1
+    return _Journal(completed, steps, terminal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,14 +174,23 @@ class Outcome:
     error: dict[str, Any] | None
     events: tuple[Event, ...]
     effects: dict[str, int]
+    # The journal as the checks read it, gathered once: the reference run's
+    # is compared with every scenario of an exploration.
+    _journal: _Journal | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def steps(self) -> dict[int, str]:
-        return {
-            e.position: e.step or ""
-            for e in self.events
-            if e.kind is EventKind.STEP_COMPLETED and e.position is not None
-        }
+        return dict(self.journal().steps)
+
+    def journal(self) -> _Journal:
+        """The facts of ``events`` the invariants check (read once, kept)."""
+        journal = self._journal
+        if journal is None:
+            journal = _read_journal(self.events)
+            object.__setattr__(self, "_journal", journal)
+        return journal
 
 
 class Fault(enum.StrEnum):
@@ -242,13 +299,14 @@ def check(reference: ScenarioRun, run: ScenarioRun) -> list[Violation]:
         actual = _result(out, run.execution_id)
         if expected != actual:
             found.append(_violation(run, Invariant.SAME_OUTPUT, expected, actual))
-        if out.status is ExecutionStatus.COMPLETED and out.steps != ref.steps:
+        ref_steps, out_steps = ref.journal().steps, out.journal().steps
+        if out.status is ExecutionStatus.COMPLETED and out_steps != ref_steps:
             found.append(
                 _violation(
                     run,
                     Invariant.SAME_STEPS,
-                    _steps(ref.steps),
-                    _steps(out.steps),
+                    _steps(ref_steps),
+                    _steps(out_steps),
                 )
             )
     found.extend(_effects(ref.effects, run))
@@ -277,8 +335,12 @@ def _violation(
 def _rerun_after_commit(run: ScenarioRun) -> list[Violation]:
     found = []
     committed: set[int] = set()
-    for segment in run.segments:
-        again = sorted(set(segment.body_runs()) & committed)
+    last = len(run.segments) - 1
+    for index, segment in enumerate(run.segments):
+        # Nothing is committed before the first segment, and nothing runs
+        # after the last: most scenarios have two segments, so each needs
+        # only one of the two reads.
+        again = sorted(committed.intersection(segment._started())) if index else []
         if again:
             found.append(
                 _violation(
@@ -288,26 +350,22 @@ def _rerun_after_commit(run: ScenarioRun) -> list[Violation]:
                     f"their bodies ran again in a resume (positions {again})",
                 )
             )
-        committed |= segment.committed()
+        if index < last:
+            committed |= segment.committed()
     return found
 
 
 def _journal(run: ScenarioRun) -> list[Violation]:
-    events = run.outcome.events
-    completed = Counter(
-        e.position for e in events if e.kind is EventKind.STEP_COMPLETED
-    )
+    completed, _, terminal = run.outcome.journal()
     problems = [
         f"{n} checkpoints at position {p}"
         for p, n in sorted(completed.items())
         if n > 1
     ]
     if run.outcome.status is ExecutionStatus.COMPLETED:
-        positions = {p for p in completed if p is not None}
-        gaps = sorted(set(range(max(positions, default=-1) + 1)) - positions)
+        gaps = _gaps({p for p in completed if p is not None})
         if gaps:
             problems.append(f"no checkpoint at positions {gaps}")
-    terminal = sum(1 for e in events if e.kind in _TERMINAL)
     if run.outcome.status.terminal and terminal != 1:
         problems.append(f"{terminal} terminal events")
     if not problems:
@@ -320,6 +378,16 @@ def _journal(run: ScenarioRun) -> list[Violation]:
             "; ".join(problems),
         )
     ]
+
+
+def _gaps(positions: set[int]) -> list[int]:
+    """The positions from 0 to the highest of ``positions`` missing from it."""
+    if not positions:
+        return []
+    top = max(positions)
+    if len(positions) == top + 1 and min(positions) == 0:
+        return []  # 0..top, each once: the usual case, without building a range
+    return sorted(set(range(top + 1)) - positions)
 
 
 def _diverged(run: ScenarioRun) -> list[Violation]:
@@ -364,9 +432,6 @@ def _effects(expected: dict[str, int], run: ScenarioRun) -> list[Violation]:
             duplicates,
         )
     ]
-
-
-_TERMINAL = frozenset({EventKind.EXECUTION_COMPLETED, EventKind.EXECUTION_FAILED})
 
 
 def _result(outcome: Outcome, execution_id: str) -> str:

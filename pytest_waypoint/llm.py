@@ -42,6 +42,10 @@ class Usage:
 
 def usage(execution_id: str) -> Usage:
     """Model calls made for ``execution_id`` by every live ``FakeLLM``."""
+    if not _live:
+        # The harness asks before and after every segment; most workflows
+        # use no model, and iterating an empty WeakSet still costs a guard.
+        return _NO_USAGE
     total = Usage()
     for model in list(_live):
         total += Usage(
@@ -49,6 +53,9 @@ def usage(execution_id: str) -> Usage:
             model.tokens_by_execution[execution_id],
         )
     return total
+
+
+_NO_USAGE = Usage()
 
 
 def count_tokens(text: str) -> int:

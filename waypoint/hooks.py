@@ -16,7 +16,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
+from types import TracebackType
 from typing import NamedTuple
 
 __all__ = [
@@ -89,14 +90,36 @@ def active_hook() -> CrashHook | None:
     return _hook.get()
 
 
-@contextmanager
-def armed(hook: CrashHook) -> Iterator[None]:
-    """Arm ``hook`` for runs started in this context (tasks inherit it)."""
-    token = _hook.set(hook)
-    try:
-        yield
-    finally:
-        _hook.reset(token)
+class armed:
+    """Arm ``hook`` for runs started in this context (tasks inherit it).
+
+    A class rather than a ``@contextmanager`` generator: the chaos harness
+    arms a hook for every segment of every scenario, and most of them end
+    in a simulated crash, which a generator would have to be thrown into.
+    """
+
+    __slots__ = ("_hook", "_token")
+
+    def __init__(self, hook: CrashHook) -> None:
+        self._hook = hook
+        self._token: Token[CrashHook | None] | None = None
+
+    def __enter__(self) -> None:
+        if self._token is not None:
+            raise RuntimeError(
+                "armed(...) is already entered: use a new armed(hook) to nest"
+            )
+        self._token = _hook.set(self._hook)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._token is not None
+        _hook.reset(self._token)
+        self._token = None
 
 
 # Database faults -----------------------------------------------------------

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "Checkpoint",
@@ -139,13 +139,14 @@ class Execution:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One entry of the journal, as ``Waypoint.history`` returns it.
 
     The time and the payload are kept as read (epoch seconds, JSON text) and
     turned into a datetime and a value only when asked for: a harness that
-    checks thousands of journals rarely looks at either.
+    checks thousands of journals rarely looks at either. A named tuple, like
+    ``CrashSite``: immutable and three times cheaper to build than a frozen
+    dataclass, and a chaos exploration builds some forty per scenario.
     """
 
     seq: int
@@ -232,26 +233,19 @@ def merge_history(
     made from checkpoints carry ``seq`` 0 (they live in their own table).
     """
     merged = list(events)
+    append = merged.append
+    started_kind, completed_kind = EventKind.STEP_STARTED, EventKind.STEP_COMPLETED
     for cp in checkpoints:
-        started, completed = cp.started_at, cp.completed_at
         position, step, attempt = cp.position, cp.step, cp.attempt
-        merged.append(
-            Event(
-                0,
-                execution_id,
-                EventKind.STEP_STARTED,
-                started,
-                position,
-                step,
-                attempt,
-            )
+        append(
+            Event(0, execution_id, started_kind, cp.started_at, position, step, attempt)
         )
-        merged.append(
+        append(
             Event(
                 0,
                 execution_id,
-                EventKind.STEP_COMPLETED,
-                completed,
+                completed_kind,
+                cp.completed_at,
                 position,
                 step,
                 attempt,
@@ -259,8 +253,12 @@ def merge_history(
             )
         )
     # Stable sort: ties keep lifecycle events before the steps that follow.
-    merged.sort(key=lambda event: (event.timestamp, _KIND_ORDER[event.kind]))
+    merged.sort(key=_time_order)
     return merged
+
+
+def _time_order(event: Event) -> tuple[float, int]:
+    return event.timestamp, _KIND_ORDER[event.kind]
 
 
 _KIND_ORDER = {kind: index for index, kind in enumerate(EventKind)}

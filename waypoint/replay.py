@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 BEFORE = CrashPhase.BEFORE
 AFTER_EFFECT = CrashPhase.AFTER_EFFECT
 AFTER_COMMIT = CrashPhase.AFTER_COMMIT
+# Builds a CrashSite from a tuple without the named tuple's Python-level
+# ``__new__``: an armed run builds three per step.
+_site = tuple.__new__
 
 
 class Run:
@@ -146,8 +149,9 @@ class Run:
         name = step.name
         if hook is not None:
             hook(
-                CrashSite(
-                    BEFORE, self.execution_id, name, occurrence, position, attempt
+                _site(
+                    CrashSite,
+                    (BEFORE, self.execution_id, name, occurrence, position, attempt),
                 )
             )
         while True:
@@ -163,12 +167,10 @@ class Run:
                 _current_step.reset(token)
             break
 
+        # The attempt that succeeded, for the two sites after the body.
+        where = (self.execution_id, name, occurrence, position, attempt)
         if hook is not None:
-            hook(
-                CrashSite(
-                    AFTER_EFFECT, self.execution_id, name, occurrence, position, attempt
-                )
-            )
+            hook(_site(CrashSite, (AFTER_EFFECT, *where)))
         result_text = codec.encode(result)
         if self.crash is not None:
             raise self.crash
@@ -186,11 +188,7 @@ class Run:
             ),
         )
         if hook is not None:
-            hook(
-                CrashSite(
-                    AFTER_COMMIT, self.execution_id, name, occurrence, position, attempt
-                )
-            )
+            hook(_site(CrashSite, (AFTER_COMMIT, *where)))
         return result
 
     async def _record_failure(

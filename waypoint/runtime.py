@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import json
 import logging
 import os
@@ -87,7 +88,14 @@ class RuntimeState(enum.Enum):
 
 
 def _owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    return f"{_hostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+@functools.cache
+def _hostname() -> str:
+    # A system call each time otherwise, and the chaos harness makes a
+    # runtime for every crash and every resume.
+    return socket.gethostname()
 
 
 def _owner_is_dead_here(owner: str) -> bool:
@@ -99,7 +107,7 @@ def _owner_is_dead_here(owner: str) -> bool:
     """
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
+    if host != _hostname() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
     if pid == os.getpid():

@@ -121,7 +121,7 @@ class Codec:
                 )
             return json.dumps(value, separators=(",", ":"))
         if type(value) is self._scalar:
-            if self._scalar is float and not math.isfinite(value):
+            if isinstance(value, float) and not math.isfinite(value):
                 raise self._not_json(value, "JSON has no inf or nan")
             return self._adapter.serializer.to_json(value).decode()
         try:

@@ -8,6 +8,7 @@ the same ``MemoryStore``.
 
 from __future__ import annotations
 
+import bisect
 import json
 import time
 from collections.abc import Sequence
@@ -83,6 +84,12 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self._rows: dict[str, _Row] = {}
         self._effects: list[tuple[str, str | None, str]] = []
+        # Applications per effect key, and the keys in sorted order: the
+        # chaos harness counts one execution's effects (a key prefix) after
+        # every scenario, which must not cost a scan of every effect since
+        # the store was made.
+        self._effect_counts: dict[str, int] = {}
+        self._effect_keys: list[str] = []
         self._seq = 0
         self._open = False
 
@@ -173,7 +180,7 @@ class MemoryStore(Store):
         return Claim(
             row.execution(),
             claimed=True,
-            checkpoints=sorted(row.checkpoints.values(), key=lambda c: c.position),
+            checkpoints=_in_position_order(row.checkpoints),
             failures=list(row.failures),
         )
 
@@ -282,18 +289,32 @@ class MemoryStore(Store):
 
     async def history(self, execution_id: str) -> list[Event]:
         row = self._row(execution_id)
-        checkpoints = sorted(row.checkpoints.values(), key=lambda c: c.position)
-        return merge_history(execution_id, row.events, checkpoints)
+        return merge_history(
+            execution_id, row.events, _in_position_order(row.checkpoints)
+        )
 
     async def record_effect(
         self, key: str, *, execution_id: str | None = None, detail: str = ""
     ) -> int:
         self._effects.append((key, execution_id, detail))
-        return sum(1 for k, _, _ in self._effects if k == key)
+        count = self._effect_counts.get(key, 0) + 1
+        if count == 1:
+            bisect.insort(self._effect_keys, key)
+        self._effect_counts[key] = count
+        return count
 
     async def effect_counts(self, *, prefix: str = "") -> dict[str, int]:
+        # The keys that start with ``prefix`` are one run of the sorted keys.
+        keys = self._effect_keys
         counts: dict[str, int] = {}
-        for key, _, _ in self._effects:
-            if key.startswith(prefix):
-                counts[key] = counts.get(key, 0) + 1
+        for index in range(bisect.bisect_left(keys, prefix), len(keys)):
+            key = keys[index]
+            if not key.startswith(prefix):
+                break
+            counts[key] = self._effect_counts[key]
         return counts
+
+
+def _in_position_order(checkpoints: dict[int, Checkpoint]) -> list[Checkpoint]:
+    # Sorting the int keys needs no key function, unlike sorting the values.
+    return [checkpoints[position] for position in sorted(checkpoints)]
