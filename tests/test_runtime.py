@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from waypoint import (
     EventKind,
     ExecutionNotFound,
     ExecutionStatus,
+    MemoryStore,
     NonDeterminismError,
     StepFailed,
     Store,
@@ -595,3 +597,18 @@ def test_a_name_taken_by_another_modules_workflow_is_refused() -> None:
 
     again.__module__ = "billing.jobs"
     workflow(name="nightly_run")(again)
+
+
+def test_owner_ids_are_unique_per_runtime_and_new_for_a_reused_pid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = Waypoint(MemoryStore()), Waypoint(MemoryStore())
+    assert first.owner != second.owner
+    _, pid, token = first.owner.rsplit(":", 2)
+    assert pid == str(os.getpid())
+    # Another process that happens to get this pid must not take the ids of
+    # this one's runtimes: its token prefix is drawn anew.
+    monkeypatch.setattr(os, "getpid", lambda: 4_000_000)
+    _, other_pid, other_token = Waypoint(MemoryStore()).owner.rsplit(":", 2)
+    assert other_pid == "4000000"
+    assert other_token.split(".")[0] != token.split(".")[0]

@@ -24,7 +24,7 @@ from waypoint import (
     workflow,
 )
 from waypoint.hooks import CrashSite, SimulatedCrash, armed
-from waypoint.serialization import arguments_hash
+from waypoint.serialization import arguments_hash, decode_arguments, encode_arguments
 
 
 class Colour(enum.Enum):
@@ -217,6 +217,26 @@ async def test_workflow_input_is_rebuilt_with_its_annotations(
         "when": "2026-02-01",
         "extra": [1, 2],
     }
+
+
+async def scalars(ratio: float, flag: bool, count: int, name: str, /) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(2.5, True, 3, "x"), (2, False, 0, "")],
+    ids=["as_given", "int_for_float"],
+)
+def test_arguments_rebuild_the_same_from_text_and_from_decoded_json(
+    args: tuple[Any, ...],
+) -> None:
+    text = encode_arguments(scalars, args, {})
+    from_text = decode_arguments(scalars, text)
+    from_value = decode_arguments(scalars, json.loads(text))
+    assert from_text == from_value == (tuple(args), {})
+    # A float parameter stays a float even where JSON wrote an integer.
+    assert [type(a) for a in from_value[0]] == [float, bool, int, str]
 
 
 def test_argument_hashes_do_not_depend_on_the_process() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import itertools
 import json
 import logging
 import os
@@ -88,13 +89,28 @@ class RuntimeState(enum.Enum):
 
 
 def _owner_id() -> str:
-    return f"{_hostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    """``host:pid:token``, unique to one runtime.
+
+    The token is a random prefix drawn once per process and a counter: a
+    process that reuses a dead one's pid draws another prefix, so it never
+    takes the dead runner's id, and a runtime costs no system call (the
+    chaos harness makes one for every crash and every resume).
+    """
+    global _token_pid, _token_prefix, _token_count
+    pid = os.getpid()
+    if pid != _token_pid:
+        _token_pid, _token_prefix = pid, secrets.token_hex(4)
+        _token_count = itertools.count(1)
+    return f"{_hostname()}:{pid}:{_token_prefix}.{next(_token_count)}"
+
+
+_token_pid = 0
+_token_prefix = ""
+_token_count = itertools.count(1)
 
 
 @functools.cache
 def _hostname() -> str:
-    # A system call each time otherwise, and the chaos harness makes a
-    # runtime for every crash and every resume.
     return socket.gethostname()
 
 
@@ -384,7 +400,7 @@ class Waypoint:
             )
         try:
             definition = workflow_definition(execution.workflow)
-            args, kwargs = decode_arguments(definition.fn, json.dumps(execution.input))
+            args, kwargs = decode_arguments(definition.fn, execution.input)
         except BaseException:
             await self._release(execution_id)
             raise

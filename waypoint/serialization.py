@@ -152,6 +152,12 @@ class Codec:
             type_name=type_name(value),
         )
 
+    def decode_value(self, value: Any) -> Any:
+        """Rebuild from the object JSON text decodes to."""
+        if type(value) is self._scalar:
+            return value  # what validating its JSON would give back
+        return self.decode(json.dumps(value))
+
     def decode(self, text: str) -> Any:
         if self._adapter is None:
             return json.loads(text)
@@ -260,15 +266,17 @@ def encode_arguments(
 
 
 def decode_arguments(
-    fn: Callable[..., Any], text: str
+    fn: Callable[..., Any], input: str | dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Rebuild ``(args, kwargs)`` from ``encode_arguments``' JSON."""
+    """Rebuild ``(args, kwargs)`` from ``encode_arguments``' JSON.
+
+    ``input`` is the JSON text, or the object it decodes to (as
+    ``Execution.input`` holds it).
+    """
     signature = _signature(fn)
     codecs = _parameter_codecs(fn)
-    raw = json.loads(text)
-    arguments = {
-        name: codecs[name].decode(json.dumps(value)) for name, value in raw.items()
-    }
+    raw = json.loads(input) if isinstance(input, str) else input
+    arguments = {name: codecs[name].decode_value(value) for name, value in raw.items()}
     bound = inspect.BoundArguments(signature, arguments)
     return bound.args, bound.kwargs
 
