@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -92,6 +93,29 @@ async def test_run_returns_the_output_and_journals_every_step(
     ]
     assert events[0].kind is EventKind.EXECUTION_STARTED
     assert events[-1].kind is EventKind.EXECUTION_COMPLETED
+
+
+async def test_history_keeps_the_written_order_when_the_clock_does_not_move(
+    local_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A coarse clock (or a fast store) gives many events one timestamp; the
+    # journal must still read as it was written, each step's start before
+    # its completion and that before the next step's start.
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)
+    async with Waypoint(local_store) as wp:
+        await wp.run(doubling, 2, execution_id="frozen")
+        events = await wp.history("frozen")
+
+    assert [(e.kind.value, e.position) for e in events] == [
+        ("execution_started", None),
+        ("step_started", 0),
+        ("step_completed", 0),
+        ("step_started", 1),
+        ("step_completed", 1),
+        ("step_started", 2),
+        ("step_completed", 2),
+        ("execution_completed", None),
+    ]
 
 
 @pytest.mark.parametrize(
