@@ -14,12 +14,15 @@ from typing import Any
 
 import pydantic
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from waypoint import (
     ExecutionStatus,
     SerializationError,
     Store,
     Waypoint,
+    _json,
     checkpoint,
     workflow,
 )
@@ -260,3 +263,37 @@ def test_stored_results_are_plain_json() -> None:
         "found_at": "2026-01-01T00:00:00Z",
         "cost": "1.5",
     }
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
+
+
+def _same_json(text: str) -> None:
+    try:
+        expected: Any = ("value", json.loads(text))
+    except ValueError as exc:
+        expected = ("raises", type(exc))
+    try:
+        got: Any = ("value", _json.loads(text))
+    except ValueError as exc:
+        got = ("raises", type(exc))
+    # repr tells apart 1 and 1.0, and compares nan with nan.
+    assert repr(got) == repr(expected)
+
+
+@given(_json_values, st.booleans())
+def test_journal_json_reads_every_document_as_json_loads_does(
+    value: Any, ascii_only: bool
+) -> None:
+    _same_json(json.dumps(value, ensure_ascii=ascii_only))
+
+
+@given(st.text(alphabet='0123456789.eE+-"\\[]{}:,nultrfasNIiy \t\n\ud800u'))
+def test_journal_json_accepts_and_refuses_text_as_json_loads_does(
+    text: str,
+) -> None:
+    _same_json(text)

@@ -10,12 +10,12 @@ that a crash could take away.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from waypoint import _json
 from waypoint.context import _current as _current_step
 from waypoint.errors import NonDeterminismError, StepFailed
 from waypoint.hooks import CrashPhase, CrashSite, active_hook
@@ -116,7 +116,7 @@ class Run:
             if failed is not None:
                 if failed.step != step.name or failed.args_hash != args_hash:
                     raise self._diverged(position, step.name, args_hash, failed)
-                raise _step_failed(self.execution_id, failed, json.loads(failed.error))
+                raise _step_failed(self.execution_id, failed, _json.loads(failed.error))
             return await self._execute(
                 step, position, occurrence, args, kwargs, args_hash
             )
@@ -210,7 +210,7 @@ class Run:
         await self.store.record_failure(self.execution_id, self.owner, failure)
         if final:
             raise _step_failed(
-                self.execution_id, failure, json.loads(failure.error)
+                self.execution_id, failure, _json.loads(failure.error)
             ) from exc
         logger.warning(
             "execution %s: step %r (position %d) attempt %d failed with %s: %s; "

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from waypoint import _json
 from waypoint.decorators import (
     WorkflowDef,
     _current_run,
@@ -341,7 +342,7 @@ class Waypoint:
                     "execution id",
                     execution_id=execution_id,
                 )
-            if existing.input != json.loads(input_text):
+            if existing.input != _json.loads(input_text):
                 raise ConfigurationError(
                     f"execution {execution_id} was started with other arguments "
                     f"({existing.input}) than now ({input_text}); an execution "

@@ -25,6 +25,7 @@ from typing import Any
 import pydantic
 import pydantic_core
 
+from waypoint import _json
 from waypoint.errors import SerializationError, WaypointError
 
 __all__ = [
@@ -160,7 +161,7 @@ class Codec:
 
     def decode(self, text: str) -> Any:
         if self._adapter is None:
-            return json.loads(text)
+            return _json.loads(text)
         try:
             return self._adapter.validator.validate_json(text)
         except pydantic.ValidationError as exc:
@@ -275,7 +276,7 @@ def decode_arguments(
     """
     signature = _signature(fn)
     codecs = _parameter_codecs(fn)
-    raw = json.loads(input) if isinstance(input, str) else input
+    raw = _json.loads(input) if isinstance(input, str) else input
     arguments = {name: codecs[name].decode_value(value) for name, value in raw.items()}
     bound = inspect.BoundArguments(signature, arguments)
     return bound.args, bound.kwargs

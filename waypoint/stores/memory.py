@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from waypoint import _json
 from waypoint.journal import (
     Checkpoint,
     Claim,
@@ -23,6 +24,7 @@ from waypoint.journal import (
     ExecutionStatus,
     StepFailure,
     merge_history,
+    resumed_payload,
     utc_from_timestamp,
 )
 from waypoint.stores.base import (
@@ -57,9 +59,9 @@ class _Row:
             execution_id=self.execution_id,
             workflow=self.workflow,
             status=self.status,
-            input=json.loads(self.input),
-            output=None if self.output is None else json.loads(self.output),
-            error=None if self.error is None else json.loads(self.error),
+            input=_json.loads(self.input),
+            output=None if self.output is None else _json.loads(self.output),
+            error=None if self.error is None else _json.loads(self.error),
             created_at=utc_from_timestamp(self.created_at),
             updated_at=utc_from_timestamp(self.updated_at),
             completed_at=(
@@ -175,7 +177,7 @@ class MemoryStore(Store):
             row,
             EventKind.EXECUTION_RESUMED,
             now,
-            payload_json=json.dumps({"previous_owner": previous}),
+            payload_json=resumed_payload(previous),
         )
         return Claim(
             row.execution(),
@@ -255,7 +257,7 @@ class MemoryStore(Store):
     ) -> None:
         row = self._owned(execution_id, owner)
         row.failures.append(failure)
-        payload = {"error": json.loads(failure.error), "retry_in": failure.retry_in}
+        payload = {"error": _json.loads(failure.error), "retry_in": failure.retry_in}
         kind = EventKind.STEP_FAILED if failure.final else EventKind.STEP_RETRIED
         self._append(
             row,

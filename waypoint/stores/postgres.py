@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+from waypoint import _json
 from waypoint.errors import (
     ConfigurationError,
     ExecutionNotFound,
@@ -39,6 +40,7 @@ from waypoint.journal import (
     ExecutionStatus,
     StepFailure,
     history_from_rows,
+    resumed_payload,
 )
 from waypoint.stores import redact
 from waypoint.stores._pgpool import ConnectionPool
@@ -602,7 +604,7 @@ class PostgresStore(Store):
                     execution_id,
                     owner,
                     lease_seconds,
-                    json.dumps({"previous_owner": holder}),
+                    resumed_payload(holder),
                     time.time(),
                 )
                 rows = await conn.fetch(_LOAD_STEPS, execution_id)
@@ -812,7 +814,7 @@ class PostgresStore(Store):
     ) -> None:
         kind = "step_failed" if failure.final else "step_retried"
         payload = json.dumps(
-            {"error": json.loads(failure.error), "retry_in": failure.retry_in}
+            {"error": _json.loads(failure.error), "retry_in": failure.retry_in}
         )
 
         async def op(conn: Any, retrying: bool) -> None:
@@ -947,7 +949,7 @@ def _steps(rows: Sequence[Any]) -> tuple[list[Checkpoint], list[StepFailure]]:
                 Checkpoint(pos, step, args_hash, attempt, payload, started, at)
             )
             continue
-        record = json.loads(payload)
+        record = _json.loads(payload)
         failures.append(
             StepFailure(
                 pos,

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from waypoint import _json
 from waypoint.errors import (
     ConfigurationError,
     ExecutionNotFound,
@@ -39,6 +40,7 @@ from waypoint.journal import (
     ExecutionStatus,
     StepFailure,
     history_from_rows,
+    resumed_payload,
     utc_from_timestamp,
 )
 from waypoint.stores.base import (
@@ -115,7 +117,7 @@ def _execution(row: sqlite3.Row | tuple[Any, ...]) -> Execution:
 def _failure(
     position: int, step: str, args_hash: str, attempt: int, payload: str, kind: str
 ) -> StepFailure:
-    record = json.loads(payload)
+    record = _json.loads(payload)
     return StepFailure(
         position,
         step,
@@ -315,7 +317,7 @@ class SQLiteStore(Store):
             db.execute(
                 "INSERT INTO events (execution_id, kind, payload, at) "
                 "VALUES (?, 'execution_resumed', ?, ?)",
-                (execution_id, json.dumps({"previous_owner": holder}), now),
+                (execution_id, resumed_payload(holder), now),
             )
             checkpoints = [
                 Checkpoint(*row)
@@ -440,7 +442,7 @@ class SQLiteStore(Store):
     ) -> None:
         kind = "step_failed" if failure.final else "step_retried"
         payload = json.dumps(
-            {"error": json.loads(failure.error), "retry_in": failure.retry_in}
+            {"error": _json.loads(failure.error), "retry_in": failure.retry_in}
         )
         with _translated(self):
             cursor = self._db.execute(
