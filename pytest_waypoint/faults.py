@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from pytest_waypoint.invariants import Fault, ScenarioRun, Segment, Site
+from pytest_waypoint.invariants import Fault, ScenarioRun, Segment
 from pytest_waypoint.play import CrashDriver, InProcess, crash, observe
 from pytest_waypoint.race import ResumerRole, race_resumer_processes, race_resumers
 from pytest_waypoint.schedule import Schedule, parse_point
@@ -67,7 +67,7 @@ async def play_race(
             Segment(
                 resume=True,
                 sites=[
-                    Site(parse_point(point), position)
+                    parse_point(point).site(execution_id, position)
                     for point, position in zip(r.sites, r.positions, strict=False)
                 ],
             )

@@ -449,7 +449,7 @@ class Chaos:
         # TODO(kill-db-faults): cuts run in this process even in kill mode;
         # the child would need the fault armed by the request it reads.
         commits = {
-            site.position: f"{site.point.step}#{site.point.occurrence}"
+            site.position: f"{site.step}#{site.occurrence}"
             for segment in report.reference.segments
             for site in segment.sites
             if site.phase is CrashPhase.AFTER_COMMIT and site.position is not None

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from pytest_waypoint.schedule import CrashPoint, Schedule
-from waypoint.hooks import CrashPhase
+from waypoint.errors import NonDeterminismError
+from waypoint.hooks import CrashPhase, CrashSite
 from waypoint.journal import Event, EventKind, ExecutionStatus
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
     "Outcome",
     "ScenarioRun",
     "Segment",
-    "Site",
     "Violation",
     "check",
     "check_alone",
@@ -68,33 +68,20 @@ INVARIANTS = {
 }
 
 
-class Site(NamedTuple):
-    """A crash site a segment reached, and the step position it belongs to.
-
-    A tuple, not a frozen dataclass: one is made per hook call, on the hot
-    path of every scenario.
-    """
-
-    point: CrashPoint
-    position: int | None
-
-    @property
-    def phase(self) -> CrashPhase:
-        return self.point.phase
-
-
 @dataclass(slots=True)
 class Segment:
     """One run of an execution: its start or a resume, until it ended or died.
 
-    ``crashed_at`` is the scheduled point that stopped it; ``error`` an
-    exception that ended it otherwise (a recorded workflow failure, or a
-    runtime error such as ``NonDeterminismError``). LLM figures count the
-    model calls this segment made.
+    ``sites`` are the crash sites it passed, in order, the last one being
+    where it died when it crashed. ``crashed_at`` is the scheduled point
+    that stopped it; ``error`` an exception that ended it otherwise (a
+    recorded workflow failure, or a runtime error such as
+    ``NonDeterminismError``). LLM figures count the model calls this segment
+    made.
     """
 
     resume: bool
-    sites: list[Site] = field(default_factory=list)
+    sites: list[CrashSite] = field(default_factory=list)
     crashed_at: CrashPoint | None = None
     error: BaseException | None = None
     llm_calls: int = 0
@@ -109,15 +96,11 @@ class Segment:
         return {
             site.position
             for site in self.sites
-            if site.point.phase is _AFTER_COMMIT and site.position is not None
+            if site.phase is _AFTER_COMMIT and site.position is not None
         }
 
     def _started(self) -> list[int]:
-        """The position of each body start, in the order they started.
-
-        Read for every segment of every scenario, so it reads the phase off
-        the point rather than through ``Site.phase``.
-        """
+        """The position of each body start, in the order they started."""
         sites = self.sites
         if self.crashed_at is not None:
             # The last site is where the crash fired: at ``before`` it came
@@ -127,7 +110,7 @@ class Segment:
         return [
             site.position
             for site in sites
-            if site.point.phase is _BEFORE and site.position is not None
+            if site.phase is _BEFORE and site.position is not None
         ]
 
 
@@ -358,12 +341,11 @@ def _rerun_after_commit(run: ScenarioRun) -> list[Violation]:
 def _journal(run: ScenarioRun) -> list[Violation]:
     completed, _, terminal = run.outcome.journal()
     problems = [
-        f"{n} checkpoints at position {p}"
-        for p, n in sorted(completed.items())
-        if n > 1
+        f"{completed[p]} checkpoints at position {p}"
+        for p in sorted([p for p, n in completed.items() if n > 1], key=_position)
     ]
     if run.outcome.status is ExecutionStatus.COMPLETED:
-        gaps = _gaps({p for p in completed if p is not None})
+        gaps = _gaps(completed)
         if gaps:
             problems.append(f"no checkpoint at positions {gaps}")
     if run.outcome.status.terminal and terminal != 1:
@@ -380,8 +362,13 @@ def _journal(run: ScenarioRun) -> list[Violation]:
     ]
 
 
-def _gaps(positions: set[int]) -> list[int]:
-    """The positions from 0 to the highest of ``positions`` missing from it."""
+def _position(position: int | None) -> int:
+    return -1 if position is None else position
+
+
+def _gaps(completed: dict[int | None, int]) -> list[int]:
+    """The positions from 0 to the highest checkpointed one that have none."""
+    positions = {p for p in completed if p is not None}
     if not positions:
         return []
     top = max(positions)
@@ -391,9 +378,9 @@ def _gaps(positions: set[int]) -> list[int]:
 
 
 def _diverged(run: ScenarioRun) -> list[Violation]:
-    from waypoint.errors import NonDeterminismError
-
     for segment in run.segments:
+        if segment.error is None:
+            continue
         # A child process reports its error by type name (kill mode).
         name = getattr(segment.error, "error_type", None) or ""
         if isinstance(segment.error, NonDeterminismError) or name.endswith(
@@ -414,6 +401,8 @@ def _diverged(run: ScenarioRun) -> list[Violation]:
 
 def _effects(expected: dict[str, int], run: ScenarioRun) -> list[Violation]:
     actual = run.outcome.effects
+    if actual == expected:
+        return []
     wrong = {
         name: (expected.get(name, 0), actual.get(name, 0))
         for name in sorted(set(expected) | set(actual))

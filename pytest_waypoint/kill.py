@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_waypoint._zygote import FDS_PER_REQUEST, HEADER
-from pytest_waypoint.invariants import Segment, Site
+from pytest_waypoint.invariants import Segment
 from pytest_waypoint.schedule import CrashPoint, parse_point
 from waypoint.decorators import WorkflowDef, workflow_definition
 from waypoint.errors import ConfigurationError, WaypointError
@@ -795,7 +795,7 @@ class KillDriver:
         segment = Segment(
             resume=resume,
             sites=[
-                Site(parse_point(point), position)
+                parse_point(point).site(execution_id, position)
                 for point, position in zip(outcome.sites, positions, strict=True)
             ],
         )

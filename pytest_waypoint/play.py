@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 from pytest_waypoint import llm
 from pytest_waypoint.effects import execution_effects
-from pytest_waypoint.invariants import Outcome, ScenarioRun, Segment, Site
-from pytest_waypoint.schedule import CrashPoint, Schedule
+from pytest_waypoint.invariants import Outcome, ScenarioRun, Segment
+from pytest_waypoint.schedule import CrashPoint, Schedule, point_at
 from waypoint.decorators import WorkflowDef
 from waypoint.hooks import CrashPhase, CrashSite, SimulatedCrash, armed
 from waypoint.runtime import Waypoint
@@ -57,8 +57,8 @@ class _Recorder:
 
     ``record`` runs at every step boundary of every scenario, three times a
     step, so it does as little as it can: it is armed as a bound method (an
-    instance's ``__call__`` costs an extra lookup per call), takes its ``Site``
-    from the interning table, and tests the phase of the target first, which
+    instance's ``__call__`` costs an extra lookup per call), keeps the site
+    as the runtime made it, and tests the phase of the target first, which
     rules out two sites in three.
     """
 
@@ -95,36 +95,15 @@ class _Recorder:
             return
         if self.dead is not None:
             raise SimulatedCrash(self.dead)
-        phase, _, step, occurrence, position, _ = site
-        key = (phase, step, occurrence, position)
-        self.sites.append(_SITES.get(key) or _new_site(key))
+        self.sites.append(site)
         if (
-            phase == self.target_phase
-            and occurrence == self.target_occurrence
-            and step == self.target_step
+            site.phase is self.target_phase
+            and site.occurrence == self.target_occurrence
+            and site.step == self.target_step
         ):
             self.segment.crashed_at = self.pending.pop(0)
             self.dead = site
             raise SimulatedCrash(site)
-
-
-_SiteKey = tuple[CrashPhase, str | None, int | None, int | None]
-
-#: Sites by (phase, step, occurrence, position), interned: a workflow reaches
-#: the same sites in every scenario, so each is built (and its point
-#: validated) once rather than at every hook call. Sites and points are
-#: immutable values, so sharing them between scenarios changes nothing a
-#: check sees. Cleared when it grows past what any one workflow needs.
-_SITES: dict[_SiteKey, Site] = {}
-_SITES_LIMIT = 100_000
-
-
-def _new_site(key: _SiteKey) -> Site:
-    if len(_SITES) >= _SITES_LIMIT:
-        _SITES.clear()
-    phase, step, occurrence, position = key
-    site = _SITES[key] = Site(CrashPoint(step, occurrence, phase), position)
-    return site
 
 
 class InProcess:
@@ -245,5 +224,5 @@ def crash_points(reference: ScenarioRun) -> list[CrashPoint]:
     seen: dict[CrashPoint, None] = {}
     for segment in reference.segments:
         for site in segment.sites:
-            seen.setdefault(site.point, None)
+            seen.setdefault(point_at(site), None)
     return list(seen)

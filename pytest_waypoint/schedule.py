@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from waypoint.errors import ConfigurationError
 from waypoint.hooks import CrashPhase, CrashSite
 
-__all__ = ["CrashPoint", "Schedule", "parse_point", "parse_schedule"]
+__all__ = ["CrashPoint", "Schedule", "parse_point", "parse_schedule", "point_at"]
 
 _POINT = re.compile(r"^(?:(?P<step>[^#@,]+)#(?P<k>\d+))?@(?P<phase>[a-z_]+)$")
 _PHASES = ", ".join(p.value for p in CrashPhase)
@@ -55,6 +55,29 @@ class CrashPoint:
             and site.step == self.step
             and site.occurrence == self.occurrence
         )
+
+    def site(self, execution_id: str, position: int | None) -> CrashSite:
+        """This point as a site of ``execution_id`` at ``position``: how a
+        driver that hears of points by name (a child process) reports them."""
+        return CrashSite(self.phase, execution_id, self.step, self.occurrence, position)
+
+
+#: Points by (step, occurrence, phase): the sites of every scenario of a
+#: workflow name the same few points, so each is built (and validated) once.
+#: Cleared when it grows past what any one workflow needs.
+_POINTS: dict[tuple[str | None, int | None, CrashPhase], CrashPoint] = {}
+_POINTS_LIMIT = 100_000
+
+
+def point_at(site: CrashSite) -> CrashPoint:
+    """The crash point ``site`` is at."""
+    key = (site.step, site.occurrence, site.phase)
+    point = _POINTS.get(key)
+    if point is None:
+        if len(_POINTS) >= _POINTS_LIMIT:
+            _POINTS.clear()
+        point = _POINTS[key] = CrashPoint(*key)
+    return point
 
 
 def parse_point(text: str) -> CrashPoint:

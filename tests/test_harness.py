@@ -19,7 +19,6 @@ from pytest_waypoint.invariants import (
     Outcome,
     ScenarioRun,
     Segment,
-    Site,
     check_alone,
 )
 from pytest_waypoint.llm import FakeLLM
@@ -27,6 +26,7 @@ from pytest_waypoint.report import ChaosViolation
 from pytest_waypoint.schedule import Schedule, parse_point
 from waypoint import Store, checkpoint, workflow
 from waypoint.cli import main
+from waypoint.hooks import CrashSite
 from waypoint.journal import Event, EventKind, ExecutionStatus
 
 model = FakeLLM(lambda prompt: f"answer to {prompt}")
@@ -170,8 +170,8 @@ def _outcome(*events: tuple[EventKind, int | None]) -> Outcome:
     )
 
 
-def _site(text: str, position: int | None) -> Site:
-    return Site(parse_point(text), position)
+def _site(text: str, position: int | None) -> CrashSite:
+    return parse_point(text).site("e", position)
 
 
 def test_a_committed_step_that_runs_again_breaks_invariant_1() -> None:
