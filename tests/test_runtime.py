@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import time
@@ -144,6 +145,26 @@ async def test_resume_replays_committed_steps_and_runs_the_rest(
     rest = ["double(2)", "total"] if point.startswith("double") else []
     assert calls == reruns + rest
     assert before.count("double(0)") == 1
+
+
+async def test_a_resume_logs_at_debug_each_step_it_runs_rather_than_replays(
+    local_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Waypoint(local_store) as wp:
+        with crash_at("double#2@after_commit"), pytest.raises(SimulatedCrash):
+            await wp.run(doubling, 3, execution_id="logged")
+
+    with caplog.at_level(logging.DEBUG, logger="waypoint.replay"):
+        async with Waypoint(local_store) as wp:
+            await wp.resume("logged")
+
+    ran = [r.getMessage() for r in caplog.records if r.name == "waypoint.replay"]
+    assert ran == [
+        "execution logged: step 'double' at position 2 is not in the journal "
+        "(2 recorded); running it",
+        "execution logged: step 'total' at position 3 is not in the journal "
+        "(2 recorded); running it",
+    ]
 
 
 async def test_an_unfinished_run_is_left_resumable_not_failed(

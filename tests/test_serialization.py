@@ -242,6 +242,38 @@ def test_arguments_rebuild_the_same_from_text_and_from_decoded_json(
     assert [type(a) for a in from_value[0]] == [float, bool, int, str]
 
 
+async def defaults(a: int, b: int = 2, /, c: int = 3) -> None:
+    pass
+
+
+async def keywords(a: int, *, b: int, c: int = 3) -> None:
+    pass
+
+
+async def variadic(a: int, *rest: int, **extra: int) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("fn", "args", "kwargs", "rebuilt"),
+    [
+        (defaults, (1,), {}, ((1,), {})),
+        (defaults, (1, 5), {"c": 6}, ((1, 5, 6), {})),
+        (defaults, (1,), {"c": 6}, ((1,), {"c": 6})),
+        (keywords, (1,), {"b": 2}, ((1,), {"b": 2})),
+        (variadic, (1, 2, 3), {"x": 4}, ((1, 2, 3), {"x": 4})),
+    ],
+    ids=["default_left_out", "all_given", "gap", "keyword_only", "variadic"],
+)
+def test_arguments_rebuild_for_every_kind_of_parameter(
+    fn: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    rebuilt: tuple[tuple[Any, ...], dict[str, Any]],
+) -> None:
+    assert decode_arguments(fn, encode_arguments(fn, args, kwargs)) == rebuilt
+
+
 def test_argument_hashes_do_not_depend_on_the_process() -> None:
     # Sets of strings iterate in a per-process order; the hash must not.
     assert arguments_hash(({"b", "a", "c"},), {}) == arguments_hash(

@@ -47,6 +47,7 @@ class Run:
         "checkpoints",
         "crash",
         "execution_id",
+        "explain",
         "failures",
         "final_failures",
         "next_position",
@@ -72,8 +73,12 @@ class Run:
         # on, so a sibling step still running under asyncio.gather must not
         # write anything more.
         self.crash: BaseException | None = None
+        # Whether to log, at DEBUG, each step a resume runs rather than
+        # replays: asked once per run, not at every step.
+        self.explain = False
         if claim is None:
             return
+        self.explain = bool(claim.checkpoints) and logger.isEnabledFor(logging.DEBUG)
         self.checkpoints = {cp.position: cp for cp in claim.checkpoints}
         for failure in claim.failures:
             if failure.final:
@@ -135,7 +140,7 @@ class Run:
         args_hash: str,
     ) -> Any:
         codec = step.codec  # resolved before the body runs: bad annotations fail early
-        if self.checkpoints:  # a resume: say which steps it runs rather than replays
+        if self.explain:
             logger.debug(
                 "execution %s: step %r at position %d is not in the journal "
                 "(%d recorded); running it",

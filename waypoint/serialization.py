@@ -274,12 +274,29 @@ def decode_arguments(
     ``input`` is the JSON text, or the object it decodes to (as
     ``Execution.input`` holds it).
     """
-    signature = _signature(fn)
     codecs = _parameter_codecs(fn)
     raw = _json.loads(input) if isinstance(input, str) else input
     arguments = {name: codecs[name].decode_value(value) for name, value in raw.items()}
-    bound = inspect.BoundArguments(signature, arguments)
+    names = _positional_names(fn)
+    if names is not None and len(arguments) == len(names):
+        # Every parameter was given and each can be passed by position: what
+        # BoundArguments would work out, without its walk of the signature.
+        return tuple(arguments[name] for name in names), {}
+    bound = inspect.BoundArguments(_signature(fn), arguments)
     return bound.args, bound.kwargs
+
+
+@functools.cache
+def _positional_names(fn: Callable[..., Any]) -> tuple[str, ...] | None:
+    """The names of ``fn``'s parameters, if each can be passed by position."""
+    parameters = _signature(fn).parameters.values()
+    by_position = (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    )
+    if all(p.kind in by_position for p in parameters):
+        return tuple(p.name for p in parameters)
+    return None
 
 
 # Errors ------------------------------------------------------------------
