@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from pytest_waypoint.schedule import CrashPoint, Schedule
 from waypoint.errors import NonDeterminismError
 from waypoint.hooks import CrashPhase, CrashSite
-from waypoint.journal import Event, EventKind, ExecutionStatus
+from waypoint.journal import Checkpoint, Event, EventKind, ExecutionStatus
 
 __all__ = [
     "INVARIANTS",
@@ -34,7 +34,6 @@ __all__ = [
 
 _BEFORE = CrashPhase.BEFORE
 _AFTER_COMMIT = CrashPhase.AFTER_COMMIT
-_STEP_COMPLETED = EventKind.STEP_COMPLETED
 _EXECUTION_COMPLETED = EventKind.EXECUTION_COMPLETED
 _EXECUTION_FAILED = EventKind.EXECUTION_FAILED
 
@@ -127,18 +126,19 @@ class _Journal(NamedTuple):
     terminal: int
 
 
-def _read_journal(events: tuple[Event, ...]) -> _Journal:
+def _read_journal(
+    events: tuple[Event, ...], checkpoints: tuple[Checkpoint, ...]
+) -> _Journal:
     completed: dict[int | None, int] = {}
     steps: dict[int, str] = {}
+    for checkpoint in checkpoints:
+        position = checkpoint.position
+        completed[position] = completed.get(position, 0) + 1
+        steps[position] = checkpoint.step
     terminal = 0
     for event in events:
         kind = event.kind
-        if kind is _STEP_COMPLETED:
-            position = event.position
-            completed[position] = completed.get(position, 0) + 1
-            if position is not None:
-                steps[position] = event.step or ""
-        elif kind is _EXECUTION_COMPLETED or kind is _EXECUTION_FAILED:
+        if kind is _EXECUTION_COMPLETED or kind is _EXECUTION_FAILED:
             terminal += 1
     return _Journal(completed, steps, terminal)
 
@@ -147,9 +147,11 @@ def _read_journal(events: tuple[Event, ...]) -> _Journal:
 class Outcome:
     """What the store holds for the execution once the scenario is over.
 
-    ``effects`` maps each effect to how many times it took effect (distinct
-    idempotency keys); ``steps`` is the position -> step name of each
-    committed checkpoint.
+    ``events`` and ``checkpoints`` are the journal as the store keeps it
+    (``waypoint.journal.Journal``): the event rows (start, resumes, retries,
+    failures, the end) and the completed steps. ``effects`` maps each effect
+    to how many times it took effect (distinct idempotency keys); ``steps``
+    is the position -> step name of each committed checkpoint.
     """
 
     status: ExecutionStatus
@@ -157,6 +159,7 @@ class Outcome:
     error: dict[str, Any] | None
     events: tuple[Event, ...]
     effects: dict[str, int]
+    checkpoints: tuple[Checkpoint, ...] = ()
     # The journal as the checks read it, gathered once: the reference run's
     # is compared with every scenario of an exploration.
     _journal: _Journal | None = field(
@@ -168,10 +171,10 @@ class Outcome:
         return dict(self.journal().steps)
 
     def journal(self) -> _Journal:
-        """The facts of ``events`` the invariants check (read once, kept)."""
+        """The facts of the journal the invariants check (read once, kept)."""
         journal = self._journal
         if journal is None:
-            journal = _read_journal(self.events)
+            journal = _read_journal(self.events, self.checkpoints)
             object.__setattr__(self, "_journal", journal)
         return journal
 

@@ -209,13 +209,15 @@ async def crash(
 
 async def observe(store: Store, execution_id: str) -> Outcome:
     """What the store holds for ``execution_id``: status, journal, effects."""
-    execution = await store.get_execution(execution_id)
+    journal = await store.journal(execution_id)
+    execution = journal.execution
     return Outcome(
         status=execution.status,
         output=execution.output,
         error=execution.error,
-        events=tuple(await store.history(execution_id)),
+        events=tuple(journal.events),
         effects=await execution_effects(store, execution_id),
+        checkpoints=tuple(journal.checkpoints),
     )
 
 

@@ -27,7 +27,7 @@ from pytest_waypoint.schedule import Schedule, parse_point
 from waypoint import Store, checkpoint, workflow
 from waypoint.cli import main
 from waypoint.hooks import CrashSite
-from waypoint.journal import Event, EventKind, ExecutionStatus
+from waypoint.journal import Checkpoint, Event, EventKind, ExecutionStatus
 
 model = FakeLLM(lambda prompt: f"answer to {prompt}")
 
@@ -156,7 +156,9 @@ async def test_a_workflow_that_cannot_run_once_is_refused(local_store: Store) ->
 # The invariants on their own ----------------------------------------------
 
 
-def _outcome(*events: tuple[EventKind, int | None]) -> Outcome:
+def _outcome(*entries: tuple[EventKind, int | None]) -> Outcome:
+    """A completed execution's outcome: a checkpoint per STEP_COMPLETED entry
+    (at its position), an event row for every other entry."""
     at = datetime.now(UTC).timestamp()
     return Outcome(
         status=ExecutionStatus.COMPLETED,
@@ -164,9 +166,15 @@ def _outcome(*events: tuple[EventKind, int | None]) -> Outcome:
         error=None,
         events=tuple(
             Event(n, "e", kind, at, position, "s")
-            for n, (kind, position) in enumerate(events)
+            for n, (kind, position) in enumerate(entries)
+            if kind is not EventKind.STEP_COMPLETED
         ),
         effects={},
+        checkpoints=tuple(
+            Checkpoint(position, "s", "", 1, "null", at, at)
+            for kind, position in entries
+            if kind is EventKind.STEP_COMPLETED and position is not None
+        ),
     )
 
 

@@ -56,6 +56,8 @@ async def test_unknown_execution_is_not_found(store: Store) -> None:
         await store.claim("nope", "a", LEASE)
     with pytest.raises(ExecutionNotFound):
         await store.history("nope")
+    with pytest.raises(ExecutionNotFound):
+        await store.journal("nope")
 
 
 async def test_checkpoints_come_back_in_position_order(store: Store) -> None:
@@ -217,6 +219,32 @@ async def test_history_reads_as_the_run_happened(store: Store) -> None:
     completed = [e for e in events if e.kind is EventKind.STEP_COMPLETED]
     assert [(e.position, e.payload) for e in completed] == [(0, "r0"), (1, "r1")]
     assert events[-1].payload == "done"
+
+
+async def test_the_journal_holds_the_execution_its_events_and_checkpoints(
+    store: Store,
+) -> None:
+    eid = await _started(store)
+    await store.record_step(eid, "a", _checkpoint(1, "r1", step="write"))
+    await store.record_step(eid, "a", _checkpoint(0, "r0", step="fetch"))
+    await store.record_failure(
+        eid, "a", StepFailure(2, "send", "h" * 16, 1, '{"type": "E"}', False, 0.5)
+    )
+    await store.finish(eid, "a", ExecutionStatus.COMPLETED, output='"done"')
+
+    journal = await store.journal(eid)
+
+    assert journal.execution == await store.get_execution(eid)
+    assert [(e.kind, e.position) for e in journal.events] == [
+        (EventKind.EXECUTION_STARTED, None),
+        (EventKind.STEP_RETRIED, 2),
+        (EventKind.EXECUTION_COMPLETED, None),
+    ]
+    assert [(c.position, c.step, c.args_hash) for c in journal.checkpoints] == [
+        (0, "fetch", "h" * 16),
+        (1, "write", "h" * 16),
+    ]
+    assert journal.history() == await store.history(eid)
 
 
 async def test_executions_list_in_id_order_with_filters(store: Store) -> None:

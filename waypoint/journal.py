@@ -25,8 +25,9 @@ __all__ = [
     "EventKind",
     "Execution",
     "ExecutionStatus",
+    "Journal",
     "StepFailure",
-    "history_from_rows",
+    "events_from_rows",
     "merge_history",
     "resumed_payload",
     "utc_from_timestamp",
@@ -200,20 +201,35 @@ class Claim:
     failures: list[StepFailure] = field(default_factory=list)
 
 
-def history_from_rows(
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """One execution as its store holds it, read in one snapshot.
+
+    ``events`` are the rows of the events table in the order they were
+    written: the start, resumes, retried and failed attempts, the end.
+    ``checkpoints`` are the completed steps, in position order. ``history``
+    merges the two into the journal ``Waypoint.history`` returns.
+    """
+
+    execution: Execution
+    events: list[Event]
+    checkpoints: list[Checkpoint]
+
+    def history(self) -> list[Event]:
+        return merge_history(self.execution.execution_id, self.events, self.checkpoints)
+
+
+def events_from_rows(
     execution_id: str,
-    event_rows: Iterable[Sequence[Any]],
-    step_rows: Iterable[Sequence[Any]],
+    rows: Iterable[Sequence[Any]],
     when: Callable[[Any], float],
 ) -> list[Event]:
-    """The journal from a SQL store's rows.
+    """A SQL store's event rows as events.
 
-    ``event_rows`` are (seq, kind, position, step, attempt, payload, at) with
-    ``at`` in the store's own time type, which ``when`` turns into epoch
-    seconds; ``step_rows`` are (position, step, attempt, result, started_at,
-    completed_at) with epoch-second times.
+    ``rows`` are (seq, kind, position, step, attempt, payload, at) with ``at``
+    in the store's own time type, which ``when`` turns into epoch seconds.
     """
-    events = [
+    return [
         Event(
             seq,
             execution_id,
@@ -224,13 +240,8 @@ def history_from_rows(
             attempt,
             payload,
         )
-        for seq, kind, position, step, attempt, payload, at in event_rows
+        for seq, kind, position, step, attempt, payload, at in rows
     ]
-    checkpoints = [
-        Checkpoint(position, step, "", attempt, result, started, completed)
-        for position, step, attempt, result, started, completed in step_rows
-    ]
-    return merge_history(execution_id, events, checkpoints)
 
 
 def merge_history(

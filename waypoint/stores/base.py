@@ -25,6 +25,7 @@ from waypoint.journal import (
     Event,
     Execution,
     ExecutionStatus,
+    Journal,
     StepFailure,
 )
 
@@ -190,8 +191,13 @@ class Store(abc.ABC):
         lease. Raises ``LeaseLost`` when ``owner`` no longer holds it."""
 
     @abc.abstractmethod
+    async def journal(self, execution_id: str) -> Journal:
+        """The execution, its events and its checkpoints, read in one
+        snapshot. Raises ``ExecutionNotFound``."""
+
     async def history(self, execution_id: str) -> list[Event]:
         """The journal of one execution, in the order it was written."""
+        return (await self.journal(execution_id)).history()
 
     # The effect ledger --------------------------------------------------
 

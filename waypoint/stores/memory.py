@@ -22,8 +22,8 @@ from waypoint.journal import (
     EventKind,
     Execution,
     ExecutionStatus,
+    Journal,
     StepFailure,
-    merge_history,
     resumed_payload,
     utc_from_timestamp,
 )
@@ -289,10 +289,10 @@ class MemoryStore(Store):
             kind, payload = EventKind.EXECUTION_FAILED, error
         self._append(row, kind, now, payload_json=payload)
 
-    async def history(self, execution_id: str) -> list[Event]:
+    async def journal(self, execution_id: str) -> Journal:
         row = self._row(execution_id)
-        return merge_history(
-            execution_id, row.events, _in_position_order(row.checkpoints)
+        return Journal(
+            row.execution(), list(row.events), _in_position_order(row.checkpoints)
         )
 
     async def record_effect(

@@ -35,11 +35,11 @@ from waypoint.hooks import WriteCut, active_write_fault
 from waypoint.journal import (
     Checkpoint,
     Claim,
-    Event,
     Execution,
     ExecutionStatus,
+    Journal,
     StepFailure,
-    history_from_rows,
+    events_from_rows,
     resumed_payload,
 )
 from waypoint.stores import redact
@@ -877,28 +877,36 @@ class PostgresStore(Store):
 
         await self._call("finish", execution_id, op)
 
-    async def history(self, execution_id: str) -> list[Event]:
-        async def op(conn: Any, retrying: bool) -> tuple[list[Any], list[Any]]:
-            # One snapshot for both tables, so no step is seen half-way.
+    async def journal(self, execution_id: str) -> Journal:
+        async def op(conn: Any, retrying: bool) -> tuple[Any, list[Any], list[Any]]:
+            # One snapshot for the three tables, so no step is seen half-way.
             async with conn.transaction(isolation="repeatable_read", readonly=True):
+                execution = await conn.fetchrow(
+                    f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE id = $1",
+                    execution_id,
+                )
                 events = await conn.fetch(
                     "SELECT seq, kind, position, step, attempt, payload, at "
                     "FROM events WHERE execution_id = $1 ORDER BY seq",
                     execution_id,
                 )
                 steps = await conn.fetch(
-                    "SELECT position, step, attempt, result, "
+                    "SELECT position, step, args_hash, attempt, result, "
                     "extract(epoch FROM started_at)::float8, "
                     "extract(epoch FROM completed_at)::float8 "
                     "FROM steps WHERE execution_id = $1 ORDER BY position",
                     execution_id,
                 )
-            return list(events), list(steps)
+            return execution, list(events), list(steps)
 
-        rows, steps = await self._call("history", execution_id, op)
-        if not rows:
-            await self.get_execution(execution_id)
-        return history_from_rows(execution_id, rows, steps, _epoch)
+        row, events, steps = await self._call("journal", execution_id, op)
+        if row is None:
+            raise self._not_found(execution_id)
+        return Journal(
+            _execution(row),
+            events_from_rows(execution_id, events, _epoch),
+            [Checkpoint(*step) for step in steps],
+        )
 
     # The effect ledger --------------------------------------------------
 

@@ -35,11 +35,11 @@ from waypoint.errors import (
 from waypoint.journal import (
     Checkpoint,
     Claim,
-    Event,
     Execution,
     ExecutionStatus,
+    Journal,
     StepFailure,
-    history_from_rows,
+    events_from_rows,
     resumed_payload,
     utc_from_timestamp,
 )
@@ -258,6 +258,17 @@ class SQLiteStore(Store):
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        # A read transaction: the reads inside see one state of the file,
+        # whatever another process commits meanwhile (WAL keeps it).
+        db = self._db
+        db.execute("BEGIN DEFERRED")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
 
     # Executions ---------------------------------------------------------
 
@@ -494,21 +505,28 @@ class SQLiteStore(Store):
                 (execution_id, kind, output if output is not None else error, now),
             )
 
-    async def history(self, execution_id: str) -> list[Event]:
-        with _translated(self):
-            rows = self._db.execute(
+    async def journal(self, execution_id: str) -> Journal:
+        with _translated(self), self._snapshot() as db:
+            row = db.execute(
+                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE id = ?",
+                (execution_id,),
+            ).fetchone()
+            if row is None:
+                raise self._not_found(execution_id)
+            events = db.execute(
                 "SELECT seq, kind, position, step, attempt, payload, at "
                 "FROM events WHERE execution_id = ? ORDER BY seq",
                 (execution_id,),
             ).fetchall()
-            steps = self._db.execute(
-                "SELECT position, step, attempt, result, started_at, completed_at "
-                "FROM steps WHERE execution_id = ? ORDER BY position",
-                (execution_id,),
-            ).fetchall()
-        if not rows:
-            await self.get_execution(execution_id)
-        return history_from_rows(execution_id, rows, steps, float)
+            checkpoints = [
+                Checkpoint(*row)
+                for row in db.execute(_LOAD_CHECKPOINTS, (execution_id,))
+            ]
+        return Journal(
+            _execution(row),
+            events_from_rows(execution_id, events, float),
+            checkpoints,
+        )
 
     # The effect ledger --------------------------------------------------
 
