@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
+from typing import Any
 
 import pytest
 
@@ -89,3 +92,59 @@ async def test_recover_honours_its_limit(local_store: Store) -> None:
 
     assert len(first) == 2
     assert len(rest) == 1
+
+
+async def test_a_short_lease_joining_a_long_one_is_renewed_in_time(
+    local_store: Store,
+) -> None:
+    # The loop's one renewal timer is due at the earliest renewal any open
+    # runtime needs: a runtime with a 30 s lease must not hold back one
+    # with a 0.3 s lease.
+    async with Waypoint(local_store, lease_seconds=30) as patient:
+        await patient.run(napping, 0.0)
+        async with Waypoint(local_store, lease_seconds=0.3) as hurried:
+            execution_id = await hurried.start(napping, 0.9)
+            await asyncio.sleep(0.6)
+            async with Waypoint(local_store) as thief:
+                with pytest.raises(ExecutionBusy):
+                    await thief.resume(execution_id)
+            assert await hurried.resume(execution_id) == 0.9
+
+
+async def test_runtimes_that_come_and_go_share_one_renewal_timer(
+    monkeypatch: pytest.MonkeyPatch, local_store: Store
+) -> None:
+    loop = asyncio.get_running_loop()
+    scheduled: list[float] = []
+    call_at = loop.call_at
+
+    def counting_call_at(when: float, *args: Any, **kwargs: Any) -> Any:
+        scheduled.append(when)
+        return call_at(when, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_at", counting_call_at)
+    for n in range(50):
+        async with Waypoint(local_store) as wp:
+            await wp.run(napping, 0.0, execution_id=f"brief-{n}")
+
+    assert len(scheduled) == 1
+
+
+def test_a_closed_loop_is_not_kept_alive_by_its_lease_keeper() -> None:
+    from waypoint.renewal import _keepers
+
+    async def open_one() -> None:
+        async with Waypoint("memory://"):
+            pass
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(open_one())  # leaves its renewal tick pending
+    assert loop in _keepers
+    keepers = len(_keepers)
+    dead = weakref.ref(loop)
+    loop.close()
+    del loop
+    gc.collect()
+
+    assert dead() is None
+    assert len(_keepers) == keepers - 1

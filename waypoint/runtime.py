@@ -45,6 +45,7 @@ from waypoint.journal import (
     Execution,
     ExecutionStatus,
 )
+from waypoint.renewal import LeaseKeeper, keeper_for
 from waypoint.replay import Run
 from waypoint.serialization import (
     decode_arguments,
@@ -167,9 +168,9 @@ class Waypoint:
         self._state = RuntimeState.NEW
         self._running: dict[str, Run] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
-        # Lease renewal: a timer while nothing is due (free to cancel, so a
-        # short-lived runtime costs nothing), a task while a renewal runs.
-        self._renewal_timer: asyncio.TimerHandle | None = None
+        # Lease renewal: the loop's keeper calls renewal_due on time; a task
+        # runs while a renewal is under way.
+        self._keeper: LeaseKeeper | None = None
         self._renewal: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -197,7 +198,9 @@ class Waypoint:
         if not self.store.is_open:
             await self.store.open()
         self._state = RuntimeState.OPEN
-        self._schedule_renewal()
+        loop = asyncio.get_running_loop()
+        self._keeper = keeper_for(loop)
+        self._keeper.join(self, loop)
 
     async def close(self) -> None:
         """Stop background runs (they stay resumable) and release the store."""
@@ -205,8 +208,8 @@ class Waypoint:
             self._state = RuntimeState.CLOSED
             return
         self._state = RuntimeState.CLOSED
-        if self._renewal_timer is not None:
-            self._renewal_timer.cancel()
+        if self._keeper is not None:
+            self._keeper.leave(self)
         tasks = [*self._tasks.values()]
         if self._renewal is not None:
             tasks.append(self._renewal)
@@ -221,19 +224,18 @@ class Waypoint:
         if self._state is not RuntimeState.OPEN:
             await self.open()
 
-    def _schedule_renewal(self) -> None:
-        # Renew at a third of the lease so that two missed renewals in a row
-        # still leave the lease alive.
-        self._renewal_timer = asyncio.get_running_loop().call_later(
-            self.lease_seconds / 3, self._renewal_due
-        )
+    @property
+    def renewal_period(self) -> float:
+        # A third of the lease: two missed renewals in a row still leave the
+        # lease alive.
+        return self.lease_seconds / 3
 
-    def _renewal_due(self) -> None:
-        if self._state is not RuntimeState.OPEN:
+    def renewal_due(self) -> None:
+        """Called by the loop's lease keeper when this runtime should renew."""
+        if self._state is not RuntimeState.OPEN or not self._running:
             return
-        if not self._running:
-            self._schedule_renewal()
-            return
+        if self._renewal is not None:
+            return  # the last renewal is still waiting for the store
         self._renewal = asyncio.get_running_loop().create_task(self._renew_leases())
 
     async def _renew_leases(self) -> None:
@@ -245,8 +247,6 @@ class Waypoint:
             held = set(ids)
         finally:
             self._renewal = None
-            if self._state is RuntimeState.OPEN:
-                self._schedule_renewal()
         for lost in set(ids) - held:
             if lost in self._running:
                 logger.warning(
