@@ -232,10 +232,12 @@ class Run:
 
     def check_complete(self) -> None:
         """Raise if the workflow finished without reaching recorded steps."""
-        recorded = set(self.checkpoints) | set(self.final_failures)
-        unreached = sorted(p for p in recorded if p >= self.next_position)
+        reached = self.next_position
+        unreached = [p for p in self.checkpoints if p >= reached]
+        unreached += [p for p in self.final_failures if p >= reached]
         if not unreached:
             return
+        unreached = sorted(set(unreached))
         first = unreached[0]
         entry = self.checkpoints.get(first) or self.final_failures[first]
         raise NonDeterminismError(
