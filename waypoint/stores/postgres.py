@@ -243,6 +243,29 @@ def _execution(row: Mapping[str, Any]) -> Execution:
     )
 
 
+async def _send_checkpoint(
+    conn: Any, execution_id: str, owner: str, checkpoint: Checkpoint
+) -> str:
+    """Run the checkpoint write on ``conn``; return its command tag.
+
+    ``execute``, not ``fetchval``: the tag says whether a row was written,
+    and no row has to come back and be decoded.
+    """
+    status: str = await conn.execute(
+        _RECORD_STEP,
+        execution_id,
+        owner,
+        checkpoint.position,
+        checkpoint.step,
+        checkpoint.attempt,
+        checkpoint.args_hash,
+        checkpoint.result,
+        checkpoint.started_at,
+        checkpoint.completed_at,
+    )
+    return status
+
+
 def _epoch(value: datetime) -> float:
     return value.timestamp()
 
@@ -710,20 +733,7 @@ class PostgresStore(Store):
         failed: BaseException | None = None
         status = None
         try:
-            # execute, not fetchval: the command tag says whether a row was
-            # written, and no row has to come back and be decoded.
-            status = await conn.execute(
-                _RECORD_STEP,
-                execution_id,
-                owner,
-                checkpoint.position,
-                checkpoint.step,
-                checkpoint.attempt,
-                checkpoint.args_hash,
-                checkpoint.result,
-                checkpoint.started_at,
-                checkpoint.completed_at,
-            )
+            status = await _send_checkpoint(conn, execution_id, owner, checkpoint)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "pk_steps":
                 raise checkpoint_conflict(execution_id, checkpoint.position) from exc
@@ -759,18 +769,7 @@ class PostgresStore(Store):
             if cut is WriteCut.BEFORE_COMMIT and not retrying:
                 await _cut_connection(conn)
             try:
-                status = await conn.execute(
-                    _RECORD_STEP,
-                    execution_id,
-                    owner,
-                    checkpoint.position,
-                    checkpoint.step,
-                    checkpoint.attempt,
-                    checkpoint.args_hash,
-                    checkpoint.result,
-                    checkpoint.started_at,
-                    checkpoint.completed_at,
-                )
+                status = await _send_checkpoint(conn, execution_id, owner, checkpoint)
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name != "pk_steps":
                     raise
