@@ -90,6 +90,7 @@ class ExplorationReport:
         )
 
     def summary(self) -> str:
+        """What was explored and what it found, a few lines long."""
         if self.plan:
             how = self.plan
         elif self.given:
@@ -106,12 +107,17 @@ class ExplorationReport:
         )
         bad = len({(s.fault, s.schedule) for s in self.scenarios if s.violations})
         retried = f", {self.retried} failed before and tried first" * bool(self.retried)
-        return (
-            f"{self.workflow}: {len(self.scenarios)} scenarios {self.mode}, of "
-            f"{len(self.points)} crash points: {how}{retried}{extra}; {bad} with "
-            f"violations, {self.reruns} step re-runs, {len(self.unfired)} points "
-            f"never fired; {self.llm_saved.calls} LLM calls "
-            f"({self.llm_saved.tokens} tokens) served from the journal"
+        saved = self.llm_saved
+        return "\n".join(
+            [
+                f"{self.workflow}: {len(self.scenarios)} scenarios {self.mode}, "
+                f"of {len(self.points)} crash points",
+                f"  schedules: {how}{retried}{extra}",
+                f"  {bad} with violations, {self.reruns} step re-runs, "
+                f"{len(self.unfired)} points never fired",
+                f"  {saved.calls} LLM calls ({saved.tokens} tokens) served from "
+                "the journal instead of the model",
+            ]
         )
 
     def matrix(self) -> str:
@@ -138,7 +144,7 @@ class ExplorationReport:
             "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
             for row in table
         ]
-        return "\n".join(["crash matrix: " + self.summary(), *lines])
+        return "\n".join(["crash matrix of " + self.summary(), "", *lines])
 
     def text(self) -> str:
         """The matrix, then each violation with the line that reproduces it."""

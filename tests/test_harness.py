@@ -65,7 +65,12 @@ async def test_every_single_crash_is_explored(local_store: Store) -> None:
     assert not report.violations
     assert not report.unfired
     assert report.reruns == 4  # each after_effect crash re-runs one body
-    assert report.matrix().splitlines()[1:] == [
+    summary, table = report.matrix().split("\n\n")
+    assert summary.splitlines()[0] == (
+        "crash matrix of test_harness.three_questions: 13 scenarios "
+        "in-process, of 13 crash points"
+    )
+    assert table.splitlines() == [
         "step              before  after_effect  after_commit",
         "ask#1             ok      ok rerun 1    ok",
         "ask#2             ok      ok rerun 1    ok",
@@ -261,7 +266,8 @@ def test_the_command_passes_a_correct_workflow(
 
     out = capsys.readouterr().out
     assert code == 0
-    assert "crash matrix: good_checkout.checkout: 7 scenarios" in out
+    assert "crash matrix of good_checkout.checkout: 7 scenarios" in out
+    assert "0 with violations, 2 step re-runs, 0 points never fired" in out
     assert "pay#2             ok      ok rerun 1    ok" in out
     assert not list(chaos_module.glob("*.db"))  # a temporary file by default
 
@@ -296,7 +302,10 @@ def test_the_command_runs_one_schedule_on_a_given_store(
 
     out = capsys.readouterr().out
     assert code == 0
-    assert "1 scenarios in-process, of 4 crash points: the given schedule;" in out
+    assert (
+        "1 scenarios in-process, of 4 crash points\n  schedules: the given schedule\n"
+        in out
+    )
     assert (chaos_module / "kept.db").is_file()
 
 

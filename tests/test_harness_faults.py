@@ -173,7 +173,7 @@ def test_the_command_runs_kill_mode_races_and_db_faults(
     more = capsys.readouterr().out
 
     assert killed == 0
-    assert "1 scenarios kill, of 7 crash points: sampled: 1 of 7" in out
+    assert "1 scenarios kill, of 7 crash points\n  schedules: sampled: 1 of 7" in out
     assert raced == 0
     assert "+ 7 race scenarios" in more
     assert "database faults skipped: SQLiteStore" in more

@@ -310,7 +310,8 @@ def test_the_reproduction_line_reproduces(pytester: pytest.Pytester) -> None:
     again.assert_outcomes(failed=1)
     again.stdout.fnmatch_lines(
         [
-            "*1 scenarios in-process, of 7 crash points: the given schedule;*",
+            "*1 scenarios in-process, of 7 crash points",
+            "  schedules: the given schedule",
             "*invariant 2*",
         ]
     )

@@ -124,7 +124,11 @@ def test_two_crashes_find_it_and_the_line_reproduces_it(
 
     again.assert_outcomes(failed=1)
     again.stdout.fnmatch_lines(
-        ["*1 scenarios in-process*the given schedule;*", "invariant 4 broken*"]
+        [
+            "*1 scenarios in-process*",
+            "  schedules: the given schedule",
+            "*invariant 4 broken*",
+        ]
     )
 
 
