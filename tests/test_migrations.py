@@ -79,6 +79,51 @@ def test_dsn_comes_from_the_environment(
     assert _sqlite_tables(tmp_path / "env.db") == JOURNAL_TABLES
 
 
+def test_current_says_when_the_schema_is_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _db(capsys, "current", "--dsn", f"sqlite:///{tmp_path / 'new.db'}")
+
+    assert out == "no revision: the schema is empty; run `waypoint db upgrade`\n"
+
+
+def test_migrating_shows_each_migration_and_not_alembics_set_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["db", "upgrade", "--dsn", f"sqlite:///{tmp_path / 'new.db'}"])
+
+    progress = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in progress] == [
+        "Running upgrade  -> 0001",
+        "Running upgrade 0001 -> 0002",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("dsn", "reason"),
+    [
+        (
+            "postgresql://wp:secret@127.0.0.1:9/journal",
+            "ConnectionRefusedError",
+        ),
+        ("sqlite:////no/such/directory/journal.db", "unable to open database"),
+    ],
+    ids=["no_server", "no_directory"],
+)
+def test_an_unreachable_database_is_one_line_not_a_traceback(
+    dsn: str, reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["db", "upgrade", "--dsn", dsn]) == 1
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("waypoint: cannot open the journal database ")
+    assert reason in line
+    assert "secret" not in line  # the password is redacted
+    assert line.endswith(
+        "check the URL (--dsn or WAYPOINT_DSN) and that the database is reachable"
+    )
+
+
 def test_heads_names_the_schema_revision(capsys: pytest.CaptureFixture[str]) -> None:
     assert _db(capsys, "heads").split()[0] == SCHEMA_REVISION
 

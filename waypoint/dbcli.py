@@ -15,9 +15,13 @@ targets ``run_migrations``, ``revert_migrations``, ``show_current_db_head``,
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import io
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["register"]
@@ -80,7 +84,6 @@ def _dsn(args: argparse.Namespace) -> str:
 def _config(args: argparse.Namespace) -> Any:
     from waypoint.stores.schema import alembic_config
 
-    _show_progress()
     return _to_stdout(alembic_config(_dsn(args), schema=args.schema))
 
 
@@ -91,17 +94,61 @@ def _to_stdout(config: Any) -> Any:
     return config
 
 
-def _show_progress() -> None:
+@contextlib.contextmanager
+def _showing_progress() -> Iterator[None]:
     # Alembic reports each migration it runs through logging; a person at the
-    # command line wants to see them.
+    # command line wants to see them, on the stderr of the moment, but not how
+    # Alembic set itself up.
     alembic_logger = logging.getLogger("alembic.runtime.migration")
-    if not alembic_logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        alembic_logger.addHandler(handler)
-        alembic_logger.setLevel(logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(_only_migrations)
+    level = alembic_logger.level
+    alembic_logger.addHandler(handler)
+    alembic_logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        alembic_logger.removeHandler(handler)
+        alembic_logger.setLevel(level)
 
 
+def _only_migrations(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(("Context impl", "Will assume"))
+
+
+@contextlib.contextmanager
+def _reaching(args: argparse.Namespace) -> Iterator[None]:
+    """Turn a database that cannot be reached or read into one clear error."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from waypoint.errors import StoreError
+    from waypoint.stores import redact
+
+    try:
+        yield
+    except (OSError, SQLAlchemyError) as exc:
+        lines = str(exc).splitlines()
+        reason = f"{type(exc).__name__}: {lines[0]}" if lines else repr(exc)
+        raise StoreError(
+            f"cannot open the journal database {redact(_dsn(args))} ({reason}); "
+            "check the URL (--dsn or WAYPOINT_DSN) and that the database is "
+            "reachable"
+        ) from exc
+
+
+def _against_database(
+    fn: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    @functools.wraps(fn)
+    def wrapped(args: argparse.Namespace) -> int:
+        with _reaching(args), _showing_progress():
+            return fn(args)
+
+    return wrapped
+
+
+@_against_database
 def _upgrade(args: argparse.Namespace) -> int:
     from alembic import command
 
@@ -109,6 +156,7 @@ def _upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+@_against_database
 def _downgrade(args: argparse.Namespace) -> int:
     from alembic import command
 
@@ -116,10 +164,17 @@ def _downgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+@_against_database
 def _current(args: argparse.Namespace) -> int:
     from alembic import command
 
-    command.current(_config(args))
+    config = _config(args)
+    printed = config.stdout = io.StringIO()
+    command.current(config)
+    sys.stdout.write(
+        printed.getvalue()
+        or "no revision: the schema is empty; run `waypoint db upgrade`\n"
+    )
     return 0
 
 
