@@ -82,9 +82,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from waypoint.decorators import workflow_definition
     from waypoint.errors import ConfigurationError
 
     target = _load(args.target)
+    workflow_definition(target)  # a step, a module, anything else: said now
     positional = [_json(text, "--arg") for text in args.arg]
     keywords = dict(_keyword(text) for text in args.kwarg)
     if args.max_scenarios is not None and args.max_scenarios < 1:

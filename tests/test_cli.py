@@ -71,3 +71,21 @@ def test_chaos_names_a_module_it_cannot_import(
     err = capsys.readouterr().err
     assert "cannot import 'no_such_package.agents'" in err
     assert "PYTHONPATH" in err
+
+
+@pytest.mark.parametrize(
+    ("target", "named"),
+    [
+        ("examples.agent_with_llm_mock:json", "<module 'json'"),
+        ("examples.agent_with_llm_mock:search", "'search'"),
+    ],
+    ids=["a_module", "a_step"],
+)
+def test_chaos_refuses_a_target_that_is_not_a_workflow(
+    target: str, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["chaos", target, "--arg", '"q"']) == 1
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"waypoint: {named}")
+    assert line.endswith("is not a workflow: decorate it with @workflow")
