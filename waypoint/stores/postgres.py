@@ -5,10 +5,11 @@ coordinator: leases are compared on the server's clock, a checkpoint is held
 to one row per position by a unique index, and ``claim_expired`` hands each
 expired execution to exactly one worker through ``FOR UPDATE SKIP LOCKED``.
 
-Every call runs on a connection from a small pool (``_pgpool``). A call whose
-connection dies (a killed backend, a server restart) is retried on a fresh
-connection with bounded backoff; the writes are written so that replaying one whose
-first commit may have landed changes nothing (see ``record_step``).
+Every call runs on a connection from a small pool (``_pgpool``) and sends the
+statements of ``_pgsql``. A call whose connection dies (a killed backend, a
+server restart) is retried on a fresh connection with bounded backoff; the
+writes are written so that replaying one whose first commit may have landed
+changes nothing (see ``record_step``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
 from typing import Any, TypeVar
 
 from waypoint import _json
@@ -42,6 +42,7 @@ from waypoint.journal import (
     events_from_rows,
     resumed_payload,
 )
+from waypoint.stores import _pgsql as sql
 from waypoint.stores import redact
 from waypoint.stores._pgpool import ConnectionPool
 from waypoint.stores.base import (
@@ -100,174 +101,6 @@ _RETRYABLE = _CONNECTION_LOST + _ROLLED_BACK
 _DATABASE_ERRORS = (*_RETRYABLE, asyncpg.PostgresError)
 #: Attempt numbers of a call: the first, then one per retry.
 _ATTEMPTS = tuple(range(1, len(RETRY_DELAYS) + 2))
-
-_EXECUTION_COLUMNS = (
-    "id, workflow, status, input, output, error, created_at, updated_at, "
-    "completed_at, owner, lease_expires_at"
-)
-
-# Leases are set and compared on the server's clock, one clock for every
-# host. Journal times (``at``, ``created_at``, a step's start and end) come
-# from the runner, as on SQLite, so that a history merges its events and
-# checkpoints on one clock.
-_LEASE_END = "now() + make_interval(secs => $3::float8)"
-
-_CREATE_EXECUTION = f"""
-WITH created AS (
-    INSERT INTO executions
-        (id, workflow, status, input, owner, lease_expires_at, created_at,
-         updated_at)
-    VALUES ($1, $2, 'running', $4, $5, {_LEASE_END},
-            to_timestamp($6::float8), to_timestamp($6::float8))
-    ON CONFLICT (id) DO NOTHING
-    RETURNING id, created_at
-)
-INSERT INTO events (execution_id, kind, payload, at)
-SELECT id, 'execution_started', $4, created_at FROM created
-RETURNING seq
-"""
-
-# FOR SHARE holds the execution row against a concurrent claim until this
-# statement commits, and re-reads the owner after waiting for one: the new
-# owner either sees this checkpoint when it loads, or this write is refused.
-_RECORD_STEP = """
-INSERT INTO steps
-    (execution_id, position, step, attempt, args_hash, result, started_at,
-     completed_at)
-SELECT $1, $3, $4, $5, $6, $7, to_timestamp($8::float8), to_timestamp($9::float8)
-WHERE EXISTS (
-    SELECT 1 FROM executions WHERE id = $1 AND owner = $2 FOR SHARE
-)
-"""
-
-#: What the server answers when the owner check let nothing through.
-_NOTHING_INSERTED = "INSERT 0 0"
-
-# An attempt number is written once per position and kind, so replaying this
-# statement after a lost reply cannot write the same failure twice.
-_RECORD_FAILURE = """
-WITH owned AS (
-    SELECT 1 FROM executions WHERE id = $1 AND owner = $2 FOR SHARE
-), written AS (
-    INSERT INTO events
-        (execution_id, kind, position, step, attempt, args_hash, payload, at)
-    SELECT $1, $3, $4, $5, $6, $7, $8, to_timestamp($9::float8) FROM owned
-    WHERE NOT EXISTS (
-        SELECT 1 FROM events
-        WHERE execution_id = $1 AND position = $4 AND attempt = $6 AND kind = $3
-    )
-)
-SELECT EXISTS (SELECT 1 FROM owned)
-"""
-
-_FINISH = """
-WITH done AS (
-    UPDATE executions
-    SET status = $3, output = $4, error = $5,
-        completed_at = to_timestamp($8::float8),
-        updated_at = to_timestamp($8::float8), owner = NULL,
-        lease_expires_at = NULL
-    WHERE id = $1 AND owner = $2 AND status = 'running'
-    RETURNING id, completed_at
-)
-INSERT INTO events (execution_id, kind, payload, at)
-SELECT id, $6, $7, completed_at FROM done
-RETURNING seq
-"""
-
-_TAKE_LEASE = f"""
-WITH taken AS (
-    UPDATE executions
-    SET owner = $2, lease_expires_at = {_LEASE_END},
-        updated_at = to_timestamp($5::float8)
-    WHERE id = $1
-    RETURNING {_EXECUTION_COLUMNS}
-), resumed AS (
-    INSERT INTO events (execution_id, kind, payload, at)
-    SELECT id, 'execution_resumed', $4, updated_at FROM taken
-)
-SELECT * FROM taken
-"""
-
-# Checkpoints and failed attempts in one query, in position order.
-_LOAD_STEPS = """
-SELECT 'step_completed' AS kind, position, step, attempt, args_hash, result,
-       extract(epoch FROM started_at)::float8, extract(epoch FROM completed_at)::float8,
-       0::bigint AS seq
-FROM steps WHERE execution_id = $1
-UNION ALL
-SELECT kind, position, step, attempt, args_hash, payload, NULL,
-       extract(epoch FROM at)::float8, seq
-FROM events
-WHERE execution_id = $1 AND kind IN ('step_retried', 'step_failed')
-ORDER BY 2, 9
-"""
-
-# SKIP LOCKED: a row another worker is taking is passed over, not waited
-# for, so concurrent callers split the expired executions between them.
-_CLAIM_EXPIRED = f"""
-WITH expired AS (
-    SELECT id FROM executions
-    WHERE status = 'running' AND (owner IS NULL OR lease_expires_at < now())
-    ORDER BY id
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE executions AS e
-SET owner = $1, lease_expires_at = {_LEASE_END}
-FROM expired
-WHERE e.id = expired.id
-RETURNING e.id
-"""
-
-_RENEW = f"""
-UPDATE executions SET lease_expires_at = {_LEASE_END}
-WHERE id = ANY($2::text[]) AND owner = $1 AND status = 'running'
-RETURNING id
-"""
-
-
-def _execution(row: Mapping[str, Any]) -> Execution:
-    return Execution.from_row(
-        execution_id=row["id"],
-        workflow=row["workflow"],
-        status=row["status"],
-        input=row["input"],
-        output=row["output"],
-        error=row["error"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        completed_at=row["completed_at"],
-        owner=row["owner"],
-        lease_expires_at=row["lease_expires_at"],
-    )
-
-
-async def _send_checkpoint(
-    conn: Any, execution_id: str, owner: str, checkpoint: Checkpoint
-) -> str:
-    """Run the checkpoint write on ``conn``; return its command tag.
-
-    ``execute``, not ``fetchval``: the tag says whether a row was written,
-    and no row has to come back and be decoded.
-    """
-    status: str = await conn.execute(
-        _RECORD_STEP,
-        execution_id,
-        owner,
-        checkpoint.position,
-        checkpoint.step,
-        checkpoint.attempt,
-        checkpoint.args_hash,
-        checkpoint.result,
-        checkpoint.started_at,
-        checkpoint.completed_at,
-    )
-    return status
-
-
-def _epoch(value: datetime) -> float:
-    return value.timestamp()
 
 
 def _sqlalchemy_url(dsn: str) -> str:
@@ -576,7 +409,7 @@ class PostgresStore(Store):
     ) -> bool:
         async def op(conn: Any, retrying: bool) -> bool:
             seq = await conn.fetchval(
-                _CREATE_EXECUTION,
+                sql.CREATE_EXECUTION,
                 execution_id,
                 workflow,
                 lease_seconds,
@@ -609,13 +442,13 @@ class PostgresStore(Store):
         async def op(conn: Any, retrying: bool) -> Claim:
             async with conn.transaction():
                 row = await conn.fetchrow(
-                    f"SELECT {_EXECUTION_COLUMNS}, lease_expires_at < now() "
+                    f"SELECT {sql.EXECUTION_COLUMNS}, lease_expires_at < now() "
                     "AS expired FROM executions WHERE id = $1 FOR UPDATE",
                     execution_id,
                 )
                 if row is None:
                     raise self._not_found(execution_id)
-                execution = _execution(row)
+                execution = sql.execution(row)
                 if execution.status.terminal:
                     return Claim(execution, claimed=False)
                 holder = row["owner"]
@@ -623,17 +456,17 @@ class PostgresStore(Store):
                 if not (free or row["expired"]):
                     return Claim(execution, claimed=False, holder=holder)
                 taken = await conn.fetchrow(
-                    _TAKE_LEASE,
+                    sql.TAKE_LEASE,
                     execution_id,
                     owner,
                     lease_seconds,
                     resumed_payload(holder),
                     time.time(),
                 )
-                rows = await conn.fetch(_LOAD_STEPS, execution_id)
-            checkpoints, failures = _steps(rows)
+                rows = await conn.fetch(sql.LOAD_STEPS, execution_id)
+            checkpoints, failures = sql.steps(rows)
             return Claim(
-                _execution(taken),
+                sql.execution(taken),
                 claimed=True,
                 checkpoints=checkpoints,
                 failures=failures,
@@ -645,7 +478,7 @@ class PostgresStore(Store):
         self, owner: str, lease_seconds: float, limit: int
     ) -> list[str]:
         async def op(conn: Any, retrying: bool) -> list[str]:
-            rows = await conn.fetch(_CLAIM_EXPIRED, owner, limit, lease_seconds)
+            rows = await conn.fetch(sql.CLAIM_EXPIRED, owner, limit, lease_seconds)
             return sorted(row["id"] for row in rows)
 
         # TODO(postgres-faults): if the reply of a committed claim_expired is
@@ -657,7 +490,9 @@ class PostgresStore(Store):
         self, owner: str, execution_ids: Sequence[str], lease_seconds: float
     ) -> set[str]:
         async def op(conn: Any, retrying: bool) -> set[str]:
-            rows = await conn.fetch(_RENEW, owner, list(execution_ids), lease_seconds)
+            rows = await conn.fetch(
+                sql.RENEW, owner, list(execution_ids), lease_seconds
+            )
             return {row["id"] for row in rows}
 
         return await self._call("renew", None, op)
@@ -676,14 +511,14 @@ class PostgresStore(Store):
     async def get_execution(self, execution_id: str) -> Execution:
         async def op(conn: Any, retrying: bool) -> Any:
             return await conn.fetchrow(
-                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE id = $1",
+                f"SELECT {sql.EXECUTION_COLUMNS} FROM executions WHERE id = $1",
                 execution_id,
             )
 
         row = await self._call("get_execution", execution_id, op)
         if row is None:
             raise self._not_found(execution_id)
-        return _execution(row)
+        return sql.execution(row)
 
     async def list_executions(
         self,
@@ -701,7 +536,7 @@ class PostgresStore(Store):
             params.append(workflow)
             clauses.append(f"workflow = ${len(params)}")
         query = (
-            f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE "
+            f"SELECT {sql.EXECUTION_COLUMNS} FROM executions WHERE "
             f"{' AND '.join(clauses)} ORDER BY id LIMIT ${len(params) + 1}"
         )
 
@@ -709,7 +544,7 @@ class PostgresStore(Store):
             return list(await conn.fetch(query, *params, limit))
 
         return [
-            _execution(row) for row in await self._call("list_executions", None, op)
+            sql.execution(row) for row in await self._call("list_executions", None, op)
         ]
 
     # Steps and outcomes -------------------------------------------------
@@ -733,7 +568,7 @@ class PostgresStore(Store):
         failed: BaseException | None = None
         status = None
         try:
-            status = await _send_checkpoint(conn, execution_id, owner, checkpoint)
+            status = await sql.send_checkpoint(conn, execution_id, owner, checkpoint)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "pk_steps":
                 raise checkpoint_conflict(execution_id, checkpoint.position) from exc
@@ -744,7 +579,7 @@ class PostgresStore(Store):
             pool.put(conn)
         if failed is not None:
             await self._record_step(execution_id, owner, checkpoint, failed=failed)
-        elif status == _NOTHING_INSERTED:
+        elif status == sql.NOTHING_INSERTED:
             raise await self._lease_lost(execution_id, owner)
 
     async def _record_step(
@@ -769,7 +604,9 @@ class PostgresStore(Store):
             if cut is WriteCut.BEFORE_COMMIT and not retrying:
                 await _cut_connection(conn)
             try:
-                status = await _send_checkpoint(conn, execution_id, owner, checkpoint)
+                status = await sql.send_checkpoint(
+                    conn, execution_id, owner, checkpoint
+                )
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name != "pk_steps":
                     raise
@@ -785,7 +622,7 @@ class PostgresStore(Store):
                     )
                     return
                 raise checkpoint_conflict(execution_id, checkpoint.position) from exc
-            if status == _NOTHING_INSERTED:
+            if status == sql.NOTHING_INSERTED:
                 raise await self._lease_lost_on(conn, execution_id, owner)
             if cut is WriteCut.AFTER_COMMIT and not retrying:
                 await _cut_connection(conn)
@@ -818,7 +655,7 @@ class PostgresStore(Store):
 
         async def op(conn: Any, retrying: bool) -> None:
             owned = await conn.fetchval(
-                _RECORD_FAILURE,
+                sql.RECORD_FAILURE,
                 execution_id,
                 owner,
                 kind,
@@ -853,7 +690,7 @@ class PostgresStore(Store):
 
         async def op(conn: Any, retrying: bool) -> None:
             seq = await conn.fetchval(
-                _FINISH,
+                sql.FINISH,
                 execution_id,
                 owner,
                 status.value,
@@ -881,7 +718,7 @@ class PostgresStore(Store):
             # One snapshot for the three tables, so no step is seen half-way.
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 execution = await conn.fetchrow(
-                    f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE id = $1",
+                    f"SELECT {sql.EXECUTION_COLUMNS} FROM executions WHERE id = $1",
                     execution_id,
                 )
                 events = await conn.fetch(
@@ -902,8 +739,8 @@ class PostgresStore(Store):
         if row is None:
             raise self._not_found(execution_id)
         return Journal(
-            _execution(row),
-            events_from_rows(execution_id, events, _epoch),
+            sql.execution(row),
+            events_from_rows(execution_id, events, sql.epoch),
             [Checkpoint(*step) for step in steps],
         )
 
@@ -946,29 +783,6 @@ class PostgresStore(Store):
 
         rows = await self._call("effect_counts", None, op)
         return {row[0]: int(row[1]) for row in rows}
-
-
-def _steps(rows: Sequence[Any]) -> tuple[list[Checkpoint], list[StepFailure]]:
-    checkpoints, failures = [], []
-    for kind, pos, step, attempt, args_hash, payload, started, at, _ in rows:
-        if kind == "step_completed":
-            checkpoints.append(
-                Checkpoint(pos, step, args_hash, attempt, payload, started, at)
-            )
-            continue
-        record = _json.loads(payload)
-        failures.append(
-            StepFailure(
-                pos,
-                step,
-                args_hash,
-                attempt,
-                json.dumps(record["error"]),
-                kind == "step_failed",
-                record.get("retry_in"),
-            )
-        )
-    return checkpoints, failures
 
 
 async def _cut_connection(conn: Any) -> None:
