@@ -68,13 +68,14 @@ def resumed_payload(previous_owner: str | None) -> str:
     return pydantic_core.to_json({"previous_owner": previous_owner}).decode()
 
 
-@dataclass(slots=True)
-class Checkpoint:
+class Checkpoint(NamedTuple):
     """A completed step: the one row that makes it never run again.
 
     ``started_at`` and ``completed_at`` are epoch seconds; the step's start is
     written in the same transaction as its result, so that recording a step
-    costs one transaction.
+    costs one transaction. A named tuple, so that a store can make one from a
+    row of its steps table as it is: a resume loads every checkpoint of the
+    execution.
     """
 
     position: int

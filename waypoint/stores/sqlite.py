@@ -114,6 +114,15 @@ def _execution(row: sqlite3.Row | tuple[Any, ...]) -> Execution:
     )
 
 
+def _checkpoints(db: sqlite3.Connection, execution_id: str) -> list[Checkpoint]:
+    # The rows are in the Checkpoint's field order, so each becomes one as it
+    # is, without a call of the named tuple's Python-level constructor.
+    new = tuple.__new__
+    return [
+        new(Checkpoint, row) for row in db.execute(_LOAD_CHECKPOINTS, (execution_id,))
+    ]
+
+
 def _failure(
     position: int, step: str, args_hash: str, attempt: int, payload: str, kind: str
 ) -> StepFailure:
@@ -330,10 +339,7 @@ class SQLiteStore(Store):
                 "VALUES (?, 'execution_resumed', ?, ?)",
                 (execution_id, resumed_payload(holder), now),
             )
-            checkpoints = [
-                Checkpoint(*row)
-                for row in db.execute(_LOAD_CHECKPOINTS, (execution_id,))
-            ]
+            checkpoints = _checkpoints(db, execution_id)
             failures = [
                 _failure(*row) for row in db.execute(_LOAD_FAILURES, (execution_id,))
             ]
@@ -518,10 +524,7 @@ class SQLiteStore(Store):
                 "FROM events WHERE execution_id = ? ORDER BY seq",
                 (execution_id,),
             ).fetchall()
-            checkpoints = [
-                Checkpoint(*row)
-                for row in db.execute(_LOAD_CHECKPOINTS, (execution_id,))
-            ]
+            checkpoints = _checkpoints(db, execution_id)
         return Journal(
             _execution(row),
             events_from_rows(execution_id, events, float),
