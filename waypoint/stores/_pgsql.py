@@ -43,9 +43,10 @@ RETURNING seq
 # FOR SHARE holds the execution row against a concurrent claim until this
 # statement commits, and re-reads the owner after waiting for one: the new
 # owner either sees this checkpoint when it loads, or this write is refused.
+# $3 to $9 are a Checkpoint's fields, in its order.
 RECORD_STEP = """
 INSERT INTO steps
-    (execution_id, position, step, attempt, args_hash, result, started_at,
+    (execution_id, position, step, args_hash, attempt, result, started_at,
      completed_at)
 SELECT $1, $3, $4, $5, $6, $7, to_timestamp($8::float8), to_timestamp($9::float8)
 WHERE EXISTS (
@@ -164,18 +165,7 @@ async def send_checkpoint(
     ``execute``, not ``fetchval``: the tag says whether a row was written,
     and no row has to come back and be decoded.
     """
-    status: str = await conn.execute(
-        RECORD_STEP,
-        execution_id,
-        owner,
-        checkpoint.position,
-        checkpoint.step,
-        checkpoint.attempt,
-        checkpoint.args_hash,
-        checkpoint.result,
-        checkpoint.started_at,
-        checkpoint.completed_at,
-    )
+    status: str = await conn.execute(RECORD_STEP, execution_id, owner, *checkpoint)
     return status
 
 

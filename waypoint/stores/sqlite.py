@@ -12,6 +12,7 @@ survives power loss too, at the price of an fsync per step.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -66,9 +67,10 @@ _EXECUTION_COLUMNS = (
     "completed_at, owner, lease_expires_at"
 )
 
+# The columns after execution_id are a Checkpoint's fields, in its order.
 _RECORD_STEP = """
 INSERT INTO steps
-    (execution_id, position, step, attempt, args_hash, result, started_at,
+    (execution_id, position, step, args_hash, attempt, result, started_at,
      completed_at)
 SELECT ?, ?, ?, ?, ?, ?, ?, ?
 WHERE EXISTS (SELECT 1 FROM executions WHERE id = ? AND owner = ?)
@@ -256,11 +258,15 @@ class SQLiteStore(Store):
             engine.dispose()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(
+        self, begin: str = "BEGIN IMMEDIATE"
+    ) -> Iterator[sqlite3.Connection]:
         # IMMEDIATE takes the write lock up front, so the reads inside see
         # what no other process can change before this transaction commits.
+        # DEFERRED (``_snapshot``) only reads: WAL keeps one state of the file
+        # for it, whatever another process commits meanwhile.
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        db.execute(begin)
         try:
             yield db
         except BaseException:
@@ -268,16 +274,8 @@ class SQLiteStore(Store):
             raise
         db.execute("COMMIT")
 
-    @contextmanager
-    def _snapshot(self) -> Iterator[sqlite3.Connection]:
-        # A read transaction: the reads inside see one state of the file,
-        # whatever another process commits meanwhile (WAL keeps it).
-        db = self._db
-        db.execute("BEGIN DEFERRED")
-        try:
-            yield db
-        finally:
-            db.execute("COMMIT")
+    def _snapshot(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._transaction("BEGIN DEFERRED")
 
     # Executions ---------------------------------------------------------
 
@@ -433,19 +431,7 @@ class SQLiteStore(Store):
         # nothing.
         try:
             cursor = self._db.execute(
-                _RECORD_STEP,
-                (
-                    execution_id,
-                    checkpoint.position,
-                    checkpoint.step,
-                    checkpoint.attempt,
-                    checkpoint.args_hash,
-                    checkpoint.result,
-                    checkpoint.started_at,
-                    checkpoint.completed_at,
-                    execution_id,
-                    owner,
-                ),
+                _RECORD_STEP, (execution_id, *checkpoint, execution_id, owner)
             )
         except sqlite3.IntegrityError as exc:
             raise checkpoint_conflict(execution_id, checkpoint.position) from exc
