@@ -8,6 +8,7 @@ typed values from them.
 from __future__ import annotations
 
 import enum
+import json
 import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ __all__ = [
     "Journal",
     "StepFailure",
     "events_from_rows",
+    "failure_from_row",
     "merge_history",
     "resumed_payload",
     "utc_from_timestamp",
@@ -243,6 +245,23 @@ def events_from_rows(
         )
         for seq, kind, position, step, attempt, payload, at in rows
     ]
+
+
+def failure_from_row(
+    position: int, step: str, args_hash: str, attempt: int, payload: str, kind: str
+) -> StepFailure:
+    """A failed attempt from its event row: ``kind`` is ``step_retried`` or
+    ``step_failed``, ``payload`` the JSON of its error and retry delay."""
+    record = _json.loads(payload)
+    return StepFailure(
+        position,
+        step,
+        args_hash,
+        attempt,
+        json.dumps(record["error"]),
+        kind == EventKind.STEP_FAILED,
+        record.get("retry_in"),
+    )
 
 
 def merge_history(

@@ -6,13 +6,11 @@ server's clock; journal times come from the runner (see ``LEASE_END``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from waypoint import _json
-from waypoint.journal import Checkpoint, Execution, StepFailure
+from waypoint.journal import Checkpoint, Execution, StepFailure, failure_from_row
 
 EXECUTION_COLUMNS = (
     "id, workflow, status, input, output, error, created_at, updated_at, "
@@ -174,23 +172,15 @@ def epoch(value: datetime) -> float:
 
 
 def steps(rows: Sequence[Any]) -> tuple[list[Checkpoint], list[StepFailure]]:
+    """The rows of ``LOAD_STEPS`` as checkpoints and failed attempts."""
     checkpoints, failures = [], []
     for kind, pos, step, attempt, args_hash, payload, started, at, _ in rows:
         if kind == "step_completed":
             checkpoints.append(
                 Checkpoint(pos, step, args_hash, attempt, payload, started, at)
             )
-            continue
-        record = _json.loads(payload)
-        failures.append(
-            StepFailure(
-                pos,
-                step,
-                args_hash,
-                attempt,
-                json.dumps(record["error"]),
-                kind == "step_failed",
-                record.get("retry_in"),
+        else:
+            failures.append(
+                failure_from_row(pos, step, args_hash, attempt, payload, kind)
             )
-        )
     return checkpoints, failures

@@ -41,6 +41,7 @@ from waypoint.journal import (
     Journal,
     StepFailure,
     events_from_rows,
+    failure_from_row,
     resumed_payload,
     utc_from_timestamp,
 )
@@ -123,21 +124,6 @@ def _checkpoints(db: sqlite3.Connection, execution_id: str) -> list[Checkpoint]:
     return [
         new(Checkpoint, row) for row in db.execute(_LOAD_CHECKPOINTS, (execution_id,))
     ]
-
-
-def _failure(
-    position: int, step: str, args_hash: str, attempt: int, payload: str, kind: str
-) -> StepFailure:
-    record = _json.loads(payload)
-    return StepFailure(
-        position,
-        step,
-        args_hash,
-        attempt,
-        json.dumps(record["error"]),
-        kind == "step_failed",
-        record.get("retry_in"),
-    )
 
 
 class SQLiteStore(Store):
@@ -314,12 +300,7 @@ class SQLiteStore(Store):
     ) -> Claim:
         now = time.time()
         with _translated(self), self._transaction() as db:
-            row = db.execute(
-                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE id = ?",
-                (execution_id,),
-            ).fetchone()
-            if row is None:
-                raise self._not_found(execution_id)
+            row = self._execution_row(db, execution_id)
             execution = _execution(row)
             if execution.status.terminal:
                 return Claim(execution, claimed=False)
@@ -339,7 +320,8 @@ class SQLiteStore(Store):
             )
             checkpoints = _checkpoints(db, execution_id)
             failures = [
-                _failure(*row) for row in db.execute(_LOAD_FAILURES, (execution_id,))
+                failure_from_row(*row)
+                for row in db.execute(_LOAD_FAILURES, (execution_id,))
             ]
         return Claim(
             execution, claimed=True, checkpoints=checkpoints, failures=failures
@@ -390,13 +372,16 @@ class SQLiteStore(Store):
 
     async def get_execution(self, execution_id: str) -> Execution:
         with _translated(self):
-            row = self._db.execute(
-                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE id = ?",
-                (execution_id,),
-            ).fetchone()
+            return _execution(self._execution_row(self._db, execution_id))
+
+    def _execution_row(self, db: sqlite3.Connection, execution_id: str) -> Any:
+        row = db.execute(
+            f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE id = ?",
+            (execution_id,),
+        ).fetchone()
         if row is None:
             raise self._not_found(execution_id)
-        return _execution(row)
+        return row
 
     async def list_executions(
         self,
@@ -499,12 +484,7 @@ class SQLiteStore(Store):
 
     async def journal(self, execution_id: str) -> Journal:
         with _translated(self), self._snapshot() as db:
-            row = db.execute(
-                f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE id = ?",
-                (execution_id,),
-            ).fetchone()
-            if row is None:
-                raise self._not_found(execution_id)
+            row = self._execution_row(db, execution_id)
             events = db.execute(
                 "SELECT seq, kind, position, step, attempt, payload, at "
                 "FROM events WHERE execution_id = ? ORDER BY seq",
