@@ -147,4 +147,5 @@ def test_a_closed_loop_is_not_kept_alive_by_its_lease_keeper() -> None:
     gc.collect()
 
     assert dead() is None
-    assert len(_keepers) == keepers - 1
+    # Its entry went with it (other tests' closed loops may have gone too).
+    assert len(_keepers) <= keepers - 1
