@@ -7,11 +7,11 @@ The server is found through ``WAYPOINT_TEST_DSN``, else the local default
 ``postgresql://postgres@127.0.0.1:5432/test``. When no server answers, the
 tests that need one are skipped with a reason that says how to enable them.
 
-testcontainers (opt-in): with ``WAYPOINT_TESTCONTAINERS=1``, no
-``WAYPOINT_TEST_DSN`` and no server answering, a throwaway PostgreSQL
-container is started once per test process (``pip install
-'waypoint-sdk[testcontainers]'`` and a running Docker), and stopped when the
-process exits. Without the variable nothing here touches Docker.
+testcontainers (opt-in): with ``--waypoint-testcontainers=true`` (or
+``WAYPOINT_TESTCONTAINERS=1``), no URL given and no server answering, a
+throwaway PostgreSQL container is started once per test process (``pip
+install 'waypoint-sdk[testcontainers]'`` and a running Docker), and stopped
+when the process exits. Without the opt-in nothing here touches Docker.
 """
 
 from __future__ import annotations
@@ -79,68 +79,80 @@ async def unavailable_reason(dsn: str) -> str | None:
             reason = (
                 f"no PostgreSQL server answers at {redact(dsn)} "
                 f"({type(exc).__name__}: {exc}); start PostgreSQL there, or set "
-                "WAYPOINT_TEST_DSN=postgresql://user@host:port/database (or "
-                "WAYPOINT_TESTCONTAINERS=1 to start one in Docker)"
+                "WAYPOINT_TEST_DSN=postgresql://user@host:port/database"
             )
     _probed[dsn] = reason
     return reason
 
 
-def _testcontainers_dsn() -> str | None:
-    """A container's URL when the user opted in and Docker can start one."""
+def _wants_container(option: bool) -> bool:
+    """Whether the user opted in, by the plugin's option or the variable."""
+    return option or os.environ.get("WAYPOINT_TESTCONTAINERS") == "1"
+
+
+def _testcontainers_dsn() -> tuple[str | None, str]:
+    """A container's URL, or None and why none could be started."""
     global _container_dsn
     if _container_dsn is not None:
-        return _container_dsn
-    if os.environ.get("WAYPOINT_TESTCONTAINERS") != "1":
-        return None
-    if os.environ.get("WAYPOINT_TEST_DSN"):
-        return None
+        return _container_dsn, ""
     try:
         from testcontainers.postgres import PostgresContainer
     except ImportError:
-        return None
+        return None, "pip install 'waypoint-sdk[testcontainers]' to use it"
     try:
         container: Any = PostgresContainer("postgres:16-alpine", driver=None)
         container.start()
-    except Exception:
-        # No Docker daemon, or no image: fall back to skipping.
-        return None
+    except Exception as exc:  # no Docker daemon, no image, no network
+        return None, f"it could not start one ({type(exc).__name__}: {exc})"
     atexit.register(container.stop)
     _container_dsn = str(container.get_connection_url()).replace(
         "postgresql+psycopg2://", "postgresql://"
     )
-    return _container_dsn
+    return _container_dsn, ""
 
 
-async def _available_dsn(dsn: str | None) -> str:
+async def _available_dsn(dsn: str | None, testcontainers: bool) -> str:
     if dsn is not None:
         reason = await unavailable_reason(dsn)
     else:
         dsn = server_dsn()
         reason = await unavailable_reason(dsn)
         if reason is not None:
-            started = await asyncio.to_thread(_testcontainers_dsn)
-            if started is not None:
-                dsn, reason = started, None
+            reason, started = await _or_container(reason, testcontainers)
+            dsn = started or dsn
     if reason is not None:
         pytest.skip(reason)
     return dsn
 
 
+async def _or_container(reason: str, wanted: bool) -> tuple[str | None, str | None]:
+    """With no server at the default URL: a container's, if one is wanted and
+    starts. Returns (why not, or None; the container's URL, or None)."""
+    if not _wants_container(wanted):
+        return f"{reason} (or --waypoint-testcontainers=true for one in Docker)", None
+    if os.environ.get("WAYPOINT_TEST_DSN"):
+        return f"{reason}; no container, since WAYPOINT_TEST_DSN names the server", None
+    started, why = await asyncio.to_thread(_testcontainers_dsn)
+    if started is None:
+        return f"{reason}; testcontainers was asked for, but {why}", None
+    return None, started
+
+
 @asynccontextmanager
 async def isolated_store(
-    dsn: str | None = None, **kwargs: Any
+    dsn: str | None = None, *, testcontainers: bool = False, **kwargs: Any
 ) -> AsyncIterator[PostgresStore]:
     """An open ``PostgresStore`` in a new, migrated schema ``wp_<hex>``.
 
     The schema is dropped (CASCADE) afterwards. Skips the calling test when no
-    server answers. ``kwargs`` go to ``PostgresStore``.
+    server answers, unless ``testcontainers`` (or ``WAYPOINT_TESTCONTAINERS``)
+    starts one. ``kwargs`` go to ``PostgresStore``.
     """
     import asyncpg
 
     from waypoint.stores.postgres import PostgresStore
 
-    dsn = await _available_dsn(dsn)
+    dsn = await _available_dsn(dsn, testcontainers)
     schema = f"wp_{secrets.token_hex(6)}"
     store = PostgresStore(dsn, schema=schema, migrate=True, **kwargs)
     try:

@@ -309,7 +309,9 @@ async def waypoint_store(
     if settings.store == "postgres":
         from pytest_waypoint._postgres import isolated_store
 
-        async with isolated_store(settings.dsn) as pg_store:
+        async with isolated_store(
+            settings.dsn, testcontainers=settings.testcontainers
+        ) as pg_store:
             yield pg_store
         return
     from waypoint.stores.memory import MemoryStore

@@ -53,6 +53,7 @@ class Settings:
     mode: str = DEFAULT_MODE
     racers: int = 0
     faults: tuple[str, ...] = ("crash",)
+    testcontainers: bool = False
     explicit: frozenset[str] = field(default_factory=frozenset)
     #: How this process came by its seed, for failure reports.
     seed_note: str = ""
@@ -62,7 +63,8 @@ class Settings:
             "memory": "an in-memory store per test",
             "sqlite": "a temporary SQLite file per test",
             "postgres": "a PostgreSQL schema per test at "
-            + _redact(self.dsn or "WAYPOINT_TEST_DSN or 127.0.0.1:5432"),
+            + _redact(self.dsn or "WAYPOINT_TEST_DSN or 127.0.0.1:5432")
+            + (", else in a testcontainers server" if self.testcontainers else ""),
         }[self.store]
         line = (
             f"waypoint: store={self.store} ({where}), seed={self.seed}, "
@@ -103,6 +105,12 @@ OPTIONS: list[tuple[str, str, str]] = [
     ("mode", "how to crash: inprocess (an exception) or kill (SIGKILL a child)", ""),
     ("racers", "after each single crash, race this many resumers (0: none)", ""),
     ("faults", "faults to inject: crash, or crash,db (cut PostgreSQL writes)", ""),
+    (
+        "testcontainers",
+        "true: when no PostgreSQL server answers, start one in Docker with "
+        "testcontainers (implies --waypoint-store=postgres)",
+        "",
+    ),
 ]
 
 
@@ -159,8 +167,15 @@ def read_settings(config: pytest.Config) -> Settings:
             f"a PostgreSQL URL was given but the store is {store!r}: drop "
             "--waypoint-dsn, or use --waypoint-store=postgres"
         )
+    testcontainers = values.get("testcontainers", False)
+    if testcontainers and store in ("memory", "sqlite"):
+        raise pytest.UsageError(
+            f"--waypoint-testcontainers=true starts a PostgreSQL server, but the "
+            f"store is {store!r}: drop it, or use --waypoint-store=postgres"
+        )
     if store is None:
-        store = "postgres" if dsn is not None else DEFAULT_STORE
+        wants_postgres = dsn is not None or testcontainers
+        store = "postgres" if wants_postgres else DEFAULT_STORE
     mode = values.get("mode", DEFAULT_MODE)
     if mode == "kill" and store == "memory":
         raise pytest.UsageError(
@@ -179,6 +194,7 @@ def read_settings(config: pytest.Config) -> Settings:
         mode=mode,
         racers=values.get("racers", 0),
         faults=values.get("faults", ("crash",)),
+        testcontainers=testcontainers,
         explicit=frozenset(explicit),
         seed_note=seed_note,
     )
@@ -269,6 +285,15 @@ def _parse_faults(raw: str, source: str) -> tuple[str, ...]:
     return chosen
 
 
+def _parse_bool(raw: str, source: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("true", "yes", "1"):
+        return True
+    if value in ("false", "no", "0"):
+        return False
+    raise pytest.UsageError(f"{source}: {raw!r} is not true or false")
+
+
 def _positive(what: str) -> Callable[[str, str], int]:
     def parse(raw: str, source: str) -> int:
         if not raw.isdigit() or int(raw) < 1:
@@ -299,6 +324,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "mode": _parse_mode,
     "racers": _parse_racers,
     "faults": _parse_faults,
+    "testcontainers": _parse_bool,
 }
 
 

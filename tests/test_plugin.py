@@ -139,6 +139,11 @@ def test_ini_settings_apply_and_the_command_line_wins(
             "--waypoint-mode=kill",
             "cannot open an in-memory store: use --waypoint-store=sqlite",
         ),
+        ("--waypoint-testcontainers=maybe", "'maybe' is not true or false"),
+        (
+            "--waypoint-testcontainers=true",
+            "starts a PostgreSQL server, but the store is 'memory'",
+        ),
     ],
 )
 def test_a_bad_setting_is_a_usage_error(
@@ -156,6 +161,38 @@ def test_the_header_shows_races_and_faults(pytester: pytest.Pytester) -> None:
 
     result.stdout.fnmatch_lines(
         ["waypoint: store=sqlite *, mode=kill, racers=3, faults=crash,db*"]
+    )
+
+
+TESTCONTAINERS_TEST = """
+async def test_journal(waypoint_store):
+    pass
+"""
+
+
+def test_testcontainers_is_asked_for_when_no_server_answers(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No server at the default URL, and no testcontainers package (or no
+    # Docker) here: the test is skipped, and the reason says both.
+    from pytest_waypoint import _postgres
+
+    monkeypatch.setattr(_postgres, "DEFAULT_TEST_DSN", "postgresql://x@127.0.0.1:9/x")
+    monkeypatch.delenv("WAYPOINT_TEST_DSN", raising=False)
+    monkeypatch.delenv("WAYPOINT_TESTCONTAINERS", raising=False)
+    pytester.makepyfile(test_tc=TESTCONTAINERS_TEST)
+    pytester.makeini("[pytest]\nwaypoint_testcontainers = true\n")
+
+    result = pytester.runpytest_inprocess(*AUTO, "-rs")
+
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "waypoint: store=postgres (a PostgreSQL schema per test at *, else "
+            "in a testcontainers server)*",
+            "*no PostgreSQL server answers at postgresql://x@127.0.0.1:9/x*; "
+            "testcontainers was asked for, but *",
+        ]
     )
 
 
