@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import weakref
 from typing import Any
 
@@ -149,3 +150,69 @@ def test_a_closed_loop_is_not_kept_alive_by_its_lease_keeper() -> None:
     assert dead() is None
     # Its entry went with it (other tests' closed loops may have gone too).
     assert len(_keepers) <= keepers - 1
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 12), reason="asyncio.eager_task_factory is 3.12+"
+)
+async def test_leases_are_renewed_under_an_eager_task_factory(
+    local_store: Store,
+) -> None:
+    # An eager factory runs the renewal to its end inside create_task (the
+    # memory and SQLite stores never suspend); the runtime must not then take
+    # the finished task for one still in flight and stop renewing.
+    loop = asyncio.get_running_loop()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    try:
+        async with Waypoint(local_store, lease_seconds=0.3) as first:
+            execution_id = await first.start(napping, 1.0)
+            await asyncio.sleep(0.7)  # two leases past: renewed twice at least
+            async with Waypoint(local_store) as second:
+                with pytest.raises(ExecutionBusy):
+                    await second.resume(execution_id)
+            assert await first.resume(execution_id) == 1.0
+    finally:
+        loop.set_task_factory(None)
+    assert ran == ["nap"]
+
+
+async def test_a_runtime_dropped_without_closing_is_not_kept_alive(
+    local_store: Store,
+) -> None:
+    # The lease keeper must not hold it (with its store's connections and,
+    # through them, its loop) once nothing else does.
+    wp = Waypoint(local_store)
+    await wp.open()
+    dropped = weakref.ref(wp)
+    del wp
+    gc.collect()
+
+    assert dropped() is None
+
+
+class _Broken:
+    renewal_period = 0.05
+
+    def renewal_due(self) -> None:
+        raise RuntimeError("broken member")
+
+
+async def test_one_failing_member_does_not_stop_the_others_renewals(
+    local_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    from waypoint.renewal import keeper_for
+
+    broken = _Broken()
+    keeper_for(asyncio.get_running_loop()).join(broken, asyncio.get_running_loop())
+    try:
+        async with Waypoint(local_store, lease_seconds=0.3) as wp:
+            execution_id = await wp.start(napping, 0.9)
+            await asyncio.sleep(0.6)
+            async with Waypoint(local_store) as thief:
+                with pytest.raises(ExecutionBusy):
+                    await thief.resume(execution_id)
+            assert await wp.resume(execution_id) == 0.9
+    finally:
+        keeper_for(asyncio.get_running_loop()).leave(broken)
+    assert "lease renewal of" in caplog.text
+    assert "This is a bug in Waypoint" in caplog.text

@@ -16,10 +16,13 @@ is collected with its keeper.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from typing import Protocol
 
 __all__ = ["LeaseKeeper", "Renewing", "keeper_for"]
+
+logger = logging.getLogger(__name__)
 
 
 class Renewing(Protocol):
@@ -39,8 +42,13 @@ class LeaseKeeper:
     __slots__ = ("__weakref__", "_members", "_next")
 
     def __init__(self) -> None:
-        # Each member, and the loop time its next renewal is due.
-        self._members: dict[Renewing, float] = {}
+        # Each member, and the loop time its next renewal is due. Weakly: a
+        # runtime dropped without being closed must not be kept alive here,
+        # with its connections and, through them, its loop. A runtime that
+        # runs executions is held by the coroutines that drive them.
+        self._members: weakref.WeakKeyDictionary[Renewing, float] = (
+            weakref.WeakKeyDictionary()
+        )
         # When the pending tick fires; None when no tick is pending.
         self._next: float | None = None
 
@@ -67,12 +75,27 @@ class LeaseKeeper:
         if when != self._next:
             return  # superseded: an earlier tick was scheduled after this one
         self._next = None
-        for member, due in list(self._members.items()):
-            if due <= when:
-                self._members[member] = when + member.renewal_period
-                member.renewal_due()
-        if self._members:
-            self._schedule(loop, min(self._members.values()))
+        try:
+            for member, due in list(self._members.items()):
+                if due <= when:
+                    self._members[member] = when + member.renewal_period
+                    self._renew(member)
+        finally:
+            if self._members:
+                self._schedule(loop, min(self._members.values()))
+
+    @staticmethod
+    def _renew(member: Renewing) -> None:
+        # One member's failure must not stop the renewals of the others,
+        # whose leases would then expire under their running executions.
+        try:
+            member.renewal_due()
+        except Exception:
+            logger.exception(
+                "lease renewal of %r failed to start; its leases may expire. "
+                "This is a bug in Waypoint: please report it",
+                member,
+            )
 
 
 _keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LeaseKeeper] = (

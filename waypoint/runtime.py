@@ -234,9 +234,12 @@ class Waypoint:
         """Called by the loop's lease keeper when this runtime should renew."""
         if self._state is not RuntimeState.OPEN or not self._running:
             return
-        if self._renewal is not None:
+        if self._renewal is not None and not self._renewal.done():
             return  # the last renewal is still waiting for the store
-        self._renewal = asyncio.get_running_loop().create_task(self._renew_leases())
+        # Done already when an eager task factory ran it to its end inside
+        # create_task; then there is nothing in flight to remember.
+        task = asyncio.get_running_loop().create_task(self._renew_leases())
+        self._renewal = None if task.done() else task
 
     async def _renew_leases(self) -> None:
         ids = list(self._running)
