@@ -27,6 +27,7 @@ from waypoint import (
     workflow,
 )
 from waypoint.hooks import CrashSite, SimulatedCrash, armed
+from waypoint.journal import resumed_payload
 from waypoint.serialization import arguments_hash, decode_arguments, encode_arguments
 
 
@@ -151,6 +152,11 @@ async def opaque() -> Opaque:
     return Opaque()
 
 
+@checkpoint
+async def lone_surrogate() -> str:
+    return "half a pair: \ud800"
+
+
 after: list[str] = []
 
 
@@ -162,6 +168,7 @@ async def storing(which: str) -> None:
         "opaque": opaque,
         "infinite": infinite,
         "nan_inside": nan_inside,
+        "lone_surrogate": lone_surrogate,
     }[which]
     await step()
     after.append("moved on")
@@ -177,6 +184,9 @@ async def storing(which: str) -> None:
         # the replay would fail (or, for an optional float, return None).
         ("infinite", ["infinite", "inf", "JSON"]),
         ("nan_inside", ["nan_inside", "Citation", "JSON"]),
+        # A str of exactly its annotation takes a shorter path to JSON; what
+        # cannot be encoded there is refused the same way.
+        ("lone_surrogate", ["lone_surrogate", "str", "surrogate"]),
     ],
 )
 async def test_a_result_that_cannot_be_stored_is_refused_before_moving_on(
@@ -329,3 +339,12 @@ def test_journal_json_accepts_and_refuses_text_as_json_loads_does(
     text: str,
 ) -> None:
     _same_json(text)
+
+
+@pytest.mark.parametrize("owner", ["host:1:ab.1", None, "host-\udce9:1:ab.1"])
+def test_the_resumed_payload_reads_back_whatever_the_previous_owner(
+    owner: str | None,
+) -> None:
+    # A host name decoded with surrogateescape can put a lone surrogate in an
+    # owner id, which pydantic-core will not encode; json escapes it.
+    assert json.loads(resumed_payload(owner)) == {"previous_owner": owner}

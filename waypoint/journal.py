@@ -67,7 +67,13 @@ def utc_from_timestamp(value: float) -> datetime:
 
 def resumed_payload(previous_owner: str | None) -> str:
     """The payload of an ``execution_resumed`` event, as every store writes it."""
-    return pydantic_core.to_json({"previous_owner": previous_owner}).decode()
+    record = {"previous_owner": previous_owner}
+    try:
+        return pydantic_core.to_json(record).decode()
+    except pydantic_core.PydanticSerializationError:
+        # An owner id with a lone surrogate (a host name decoded with
+        # surrogateescape): json escapes it where pydantic-core refuses.
+        return json.dumps(record)
 
 
 class Checkpoint(NamedTuple):
