@@ -116,12 +116,28 @@ def test_an_unreachable_database_is_one_line_not_a_traceback(
     assert main(["db", "upgrade", "--dsn", dsn]) == 1
 
     [line] = capsys.readouterr().err.splitlines()
-    assert line.startswith("waypoint: cannot open the journal database ")
+    assert line.startswith("waypoint: waypoint db upgrade on ")
     assert reason in line
     assert "secret" not in line  # the password is redacted
     assert line.endswith(
-        "check the URL (--dsn or WAYPOINT_DSN) and that the database is reachable"
+        "If the database cannot be reached, check the URL (--dsn or "
+        "WAYPOINT_DSN) and that its server is running"
     )
+
+
+def test_a_migration_that_fails_says_so_without_blaming_the_connection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "taken.db"
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("CREATE TABLE executions (id TEXT)")  # not Waypoint's
+
+    assert main(["db", "upgrade", "--dsn", f"sqlite:///{path}"]) == 1
+
+    err = capsys.readouterr().err
+    assert "waypoint db upgrade on sqlite:///" in err
+    assert "failed: OperationalError" in err
+    assert "table executions already exists" in err
 
 
 def test_heads_names_the_schema_revision(capsys: pytest.CaptureFixture[str]) -> None:

@@ -119,7 +119,7 @@ def _only_migrations(record: logging.LogRecord) -> bool:
 
 @contextlib.contextmanager
 def _reaching(args: argparse.Namespace) -> Iterator[None]:
-    """Turn a database that cannot be reached or read into one clear error."""
+    """Turn a database error into one line that says what failed where."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from waypoint.errors import StoreError
@@ -127,13 +127,15 @@ def _reaching(args: argparse.Namespace) -> Iterator[None]:
 
     try:
         yield
+    except BrokenPipeError:
+        raise  # the reader of our output went away; not the database's doing
     except (OSError, SQLAlchemyError) as exc:
         lines = str(exc).splitlines()
         reason = f"{type(exc).__name__}: {lines[0]}" if lines else repr(exc)
         raise StoreError(
-            f"cannot open the journal database {redact(_dsn(args))} ({reason}); "
-            "check the URL (--dsn or WAYPOINT_DSN) and that the database is "
-            "reachable"
+            f"waypoint db {args.db_command} on {redact(_dsn(args))} failed: "
+            f"{reason}. If the database cannot be reached, check the URL "
+            "(--dsn or WAYPOINT_DSN) and that its server is running"
         ) from exc
 
 
