@@ -216,3 +216,28 @@ async def test_one_failing_member_does_not_stop_the_others_renewals(
         keeper_for(asyncio.get_running_loop()).leave(broken)
     assert "lease renewal of" in caplog.text
     assert "This is a bug in Waypoint" in caplog.text
+
+
+async def test_renewals_run_outside_the_context_that_scheduled_them(
+    local_store: Store,
+) -> None:
+    # The first runtime on a loop schedules the shared timer; a crash hook
+    # armed around it must not ride along into every later renewal.
+    from waypoint.hooks import active_hook, armed
+
+    with armed(lambda site: None):
+        async with Waypoint(local_store, lease_seconds=0.15):
+            pass  # schedules this loop's first renewal tick
+    seen: list[object] = []
+    async with Waypoint(local_store, lease_seconds=0.15) as wp:
+        original = wp._renew_leases
+
+        async def renew() -> None:
+            seen.append(active_hook())
+            await original()
+
+        wp._renew_leases = renew  # type: ignore[method-assign]
+        await wp.run(napping, 0.3)
+
+    assert seen
+    assert seen == [None] * len(seen)

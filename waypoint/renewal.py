@@ -16,6 +16,7 @@ is collected with its keeper.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import weakref
 from typing import Protocol
@@ -69,7 +70,10 @@ class LeaseKeeper:
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         self._next = when
-        loop.call_at(when, self._tick, loop, when)
+        # In a context of its own: the tick (and the renewals it starts) must
+        # not inherit the context variables of whichever runtime happened to
+        # schedule it, such as an armed crash hook, nor keep them alive.
+        loop.call_at(when, self._tick, loop, when, context=contextvars.Context())
 
     def _tick(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if when != self._next:
