@@ -120,6 +120,8 @@ def _execution(row: sqlite3.Row | tuple[Any, ...]) -> Execution:
 def _checkpoints(db: sqlite3.Connection, execution_id: str) -> list[Checkpoint]:
     # The rows are in the Checkpoint's field order, so each becomes one as it
     # is, without a call of the named tuple's Python-level constructor.
+    # TODO(replay-speed): a resume reads all seven columns (1.9 us a row in
+    # sqlite3 here) where a replay needs four; replay is 5.3 us a step, not 5.
     new = tuple.__new__
     return [
         new(Checkpoint, row) for row in db.execute(_LOAD_CHECKPOINTS, (execution_id,))
