@@ -62,22 +62,9 @@ class CrashPoint:
         return CrashSite(self.phase, execution_id, self.step, self.occurrence, position)
 
 
-#: Points by (step, occurrence, phase): the sites of every scenario of a
-#: workflow name the same few points, so each is built (and validated) once.
-#: Cleared when it grows past what any one workflow needs.
-_POINTS: dict[tuple[str | None, int | None, CrashPhase], CrashPoint] = {}
-_POINTS_LIMIT = 100_000
-
-
 def point_at(site: CrashSite) -> CrashPoint:
     """The crash point ``site`` is at."""
-    key = (site.step, site.occurrence, site.phase)
-    point = _POINTS.get(key)
-    if point is None:
-        if len(_POINTS) >= _POINTS_LIMIT:
-            _POINTS.clear()
-        point = _POINTS[key] = CrashPoint(*key)
-    return point
+    return CrashPoint(site.step, site.occurrence, site.phase)
 
 
 def parse_point(text: str) -> CrashPoint:
