@@ -121,7 +121,7 @@ class _Journal(NamedTuple):
     ``terminal`` counts the terminal events.
     """
 
-    completed: dict[int | None, int]
+    completed: dict[int, int]
     steps: dict[int, str]
     terminal: int
 
@@ -129,7 +129,7 @@ class _Journal(NamedTuple):
 def _read_journal(
     events: tuple[Event, ...], checkpoints: tuple[Checkpoint, ...]
 ) -> _Journal:
-    completed: dict[int | None, int] = {}
+    completed: dict[int, int] = {}
     steps: dict[int, str] = {}
     for checkpoint in checkpoints:
         position = checkpoint.position
@@ -345,7 +345,7 @@ def _journal(run: ScenarioRun) -> list[Violation]:
     completed, _, terminal = run.outcome.journal()
     problems = [
         f"{completed[p]} checkpoints at position {p}"
-        for p in sorted([p for p, n in completed.items() if n > 1], key=_position)
+        for p in sorted(p for p, n in completed.items() if n > 1)
     ]
     if run.outcome.status is ExecutionStatus.COMPLETED:
         gaps = _gaps(completed)
@@ -365,13 +365,9 @@ def _journal(run: ScenarioRun) -> list[Violation]:
     ]
 
 
-def _position(position: int | None) -> int:
-    return -1 if position is None else position
-
-
-def _gaps(completed: dict[int | None, int]) -> list[int]:
+def _gaps(completed: dict[int, int]) -> list[int]:
     """The positions from 0 to the highest checkpointed one that have none."""
-    positions = {p for p in completed if p is not None}
+    positions = set(completed)
     if not positions:
         return []
     top = max(positions)
