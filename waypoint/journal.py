@@ -165,8 +165,8 @@ class Event(NamedTuple):
     The time and the payload are kept as read (epoch seconds, JSON text) and
     turned into a datetime and a value only when asked for: a harness that
     checks thousands of journals rarely looks at either. A named tuple, like
-    ``CrashSite``: immutable and three times cheaper to build than a frozen
-    dataclass, and a chaos exploration builds some forty per scenario.
+    ``CrashSite``: immutable, and three times cheaper to build than a frozen
+    dataclass; a history builds two per step.
     """
 
     seq: int
@@ -285,17 +285,15 @@ def merge_history(
     the terminal event, each group in the order it was written.
     """
     merged = [event for event in events if event.kind in _OPENING]
-    step_events = _step_events(execution_id, checkpoints)
-    merged += step_events
+    merged += _step_events(execution_id, checkpoints)
     merged += [event for event in events if event.kind not in _OPENING]
     merged.sort(key=_TIMESTAMP)
     return merged
 
 
 def _step_events(execution_id: str, checkpoints: list[Checkpoint]) -> list[Event]:
-    # A history read builds two events per step, and a chaos exploration
-    # reads a journal per scenario: tuple.__new__ skips the named tuple's
-    # Python-level __new__, a third of the cost of each event.
+    # Two events per step of the journal: tuple.__new__ skips the named
+    # tuple's Python-level __new__, a third of the cost of each event.
     new = tuple.__new__
     started, completed = EventKind.STEP_STARTED, EventKind.STEP_COMPLETED
     built: list[Event] = []

@@ -85,11 +85,11 @@ class MemoryStore(Store):
 
     def __init__(self) -> None:
         self._rows: dict[str, _Row] = {}
-        self._effects: list[tuple[str, str | None, str]] = []
         # Applications per effect key, and the keys in sorted order: the
         # chaos harness counts one execution's effects (a key prefix) after
         # every scenario, which must not cost a scan of every effect since
-        # the store was made.
+        # the store was made. Nothing reads an application's detail back, so
+        # this store does not keep it.
         self._effect_counts: dict[str, int] = {}
         self._effect_keys: list[str] = []
         self._seq = 0
@@ -298,7 +298,6 @@ class MemoryStore(Store):
     async def record_effect(
         self, key: str, *, execution_id: str | None = None, detail: str = ""
     ) -> int:
-        self._effects.append((key, execution_id, detail))
         count = self._effect_counts.get(key, 0) + 1
         if count == 1:
             bisect.insort(self._effect_keys, key)
