@@ -39,6 +39,17 @@ def _clear() -> None:
     ran.clear()
 
 
+async def _holds_its_lease(store: Store, runner: Waypoint, seconds: float) -> None:
+    """``runner`` starts a nap of ``seconds``; past twice its lease another
+    runtime still cannot take the execution over, and the nap ends once."""
+    execution_id = await runner.start(napping, seconds)
+    await asyncio.sleep(2 * runner.lease_seconds)
+    async with Waypoint(store) as thief:
+        with pytest.raises(ExecutionBusy):
+            await thief.resume(execution_id)
+    assert await runner.resume(execution_id) == seconds
+
+
 async def test_a_second_runtime_cannot_resume_a_live_execution(
     local_store: Store,
 ) -> None:
@@ -104,12 +115,7 @@ async def test_a_short_lease_joining_a_long_one_is_renewed_in_time(
     async with Waypoint(local_store, lease_seconds=30) as patient:
         await patient.run(napping, 0.0)
         async with Waypoint(local_store, lease_seconds=0.3) as hurried:
-            execution_id = await hurried.start(napping, 0.9)
-            await asyncio.sleep(0.6)
-            async with Waypoint(local_store) as thief:
-                with pytest.raises(ExecutionBusy):
-                    await thief.resume(execution_id)
-            assert await hurried.resume(execution_id) == 0.9
+            await _holds_its_lease(local_store, hurried, 0.9)
 
 
 async def test_runtimes_that_come_and_go_share_one_renewal_timer(
@@ -165,12 +171,7 @@ async def test_leases_are_renewed_under_an_eager_task_factory(
     loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
     try:
         async with Waypoint(local_store, lease_seconds=0.3) as first:
-            execution_id = await first.start(napping, 1.0)
-            await asyncio.sleep(0.7)  # two leases past: renewed twice at least
-            async with Waypoint(local_store) as second:
-                with pytest.raises(ExecutionBusy):
-                    await second.resume(execution_id)
-            assert await first.resume(execution_id) == 1.0
+            await _holds_its_lease(local_store, first, 0.9)
     finally:
         loop.set_task_factory(None)
     assert ran == ["nap"]
@@ -206,12 +207,7 @@ async def test_one_failing_member_does_not_stop_the_others_renewals(
     keeper_for(asyncio.get_running_loop()).join(broken, asyncio.get_running_loop())
     try:
         async with Waypoint(local_store, lease_seconds=0.3) as wp:
-            execution_id = await wp.start(napping, 0.9)
-            await asyncio.sleep(0.6)
-            async with Waypoint(local_store) as thief:
-                with pytest.raises(ExecutionBusy):
-                    await thief.resume(execution_id)
-            assert await wp.resume(execution_id) == 0.9
+            await _holds_its_lease(local_store, wp, 0.9)
     finally:
         keeper_for(asyncio.get_running_loop()).leave(broken)
     assert "lease renewal of" in caplog.text
