@@ -65,9 +65,6 @@ class LeaseKeeper:
         # for every runtime that comes and goes in between.
         self._members.pop(member, None)
 
-    def __len__(self) -> int:
-        return len(self._members)
-
     def _schedule(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         self._next = when
         # In a context of its own: the tick (and the renewals it starts) must
